@@ -1,0 +1,93 @@
+//! Counters, one set per core (each core writes only its own, with relaxed
+//! atomics: no contention), summed when read by `GET /stats` or
+//! [`crate::Server::stats`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])+ $name:ident, )+) => {
+        /// One core's counters.
+        #[derive(Debug, Default)]
+        #[repr(align(128))]
+        pub struct CoreCounters {
+            $( $(#[doc = $doc])+ pub $name: AtomicU64, )+
+        }
+
+        /// The node's counters, summed over cores.
+        #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $( $(#[doc = $doc])+ pub $name: u64, )+
+        }
+
+        impl StatsSnapshot {
+            fn add(&mut self, core: &CoreCounters) {
+                $( self.$name += core.$name.load(Ordering::Relaxed); )+
+            }
+        }
+    };
+}
+
+counters! {
+    /// WebSocket connections open now.
+    connections_open,
+    /// WebSocket connections accepted since start.
+    connections_accepted,
+    /// Handshakes refused before the upgrade (limits, bad requests, shutdown).
+    handshakes_rejected,
+    /// Client messages received (complete, after reassembly).
+    messages_received,
+    /// Publications sequenced by this node.
+    publishes,
+    /// Frames queued to subscribers.
+    deliveries,
+    /// Error replies sent.
+    error_replies,
+    /// Connections closed by the server for a protocol violation or bad input.
+    protocol_closes,
+    /// Subscribers closed with 1013 under `slow_consumer = "close"`.
+    slow_consumer_closes,
+    /// Messages dropped under `slow_consumer = "drop-oldest"`.
+    slow_consumer_dropped,
+    /// Connections closed for a missing pong.
+    heartbeat_timeouts,
+}
+
+/// Adds `n` to a counter.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Subtracts `n` from a gauge.
+pub fn sub(counter: &AtomicU64, n: u64) {
+    counter.fetch_sub(n, Ordering::Relaxed);
+}
+
+/// Every core's counters.
+#[derive(Debug)]
+pub struct Stats {
+    cores: Box<[CoreCounters]>,
+}
+
+impl Stats {
+    pub fn new(workers: usize) -> Stats {
+        Stats {
+            cores: (0..workers).map(|_| CoreCounters::default()).collect(),
+        }
+    }
+
+    /// The counters core `n` writes.
+    pub fn core(&self, n: usize) -> &CoreCounters {
+        &self.cores[n]
+    }
+
+    /// The sum over all cores, now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut total = StatsSnapshot::default();
+        for core in self.cores.iter() {
+            total.add(core);
+        }
+        total
+    }
+}

@@ -1,0 +1,87 @@
+//! Server WebSocket frames, built once and shared.
+//!
+//! Server frames are unmasked (RFC 6455 §5.1), so one frame's bytes are valid
+//! for every connection: a publication is encoded once per codec into a
+//! single [`Bytes`] and every subscriber's queue holds a reference to it.
+
+use bytes::Bytes;
+
+use super::{Codec, Offset, Reply, RoomName};
+
+/// The longest WebSocket frame header a server writes (no mask).
+pub const MAX_HEADER_LEN: usize = 10;
+
+const FIN: u8 = 0x80;
+
+/// WebSocket opcodes the server writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opcode {
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+/// Builds one unmasked final frame around an envelope written by `write`.
+///
+/// The envelope is written after room for the longest header, then the real
+/// header is placed right before it, so the payload is copied exactly once.
+fn build(opcode: Opcode, capacity_hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut buf = Vec::with_capacity(MAX_HEADER_LEN + capacity_hint);
+    buf.resize(MAX_HEADER_LEN, 0);
+    write(&mut buf);
+    let len = buf.len() - MAX_HEADER_LEN;
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let header_len = write_header(opcode, len, &mut header);
+    let start = MAX_HEADER_LEN - header_len;
+    buf[start..MAX_HEADER_LEN].copy_from_slice(&header[..header_len]);
+    Bytes::from(buf).slice(start..)
+}
+
+/// Writes a frame header for a payload of `len` bytes; returns its length.
+pub fn write_header(opcode: Opcode, len: usize, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
+    out[0] = FIN | opcode as u8;
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
+/// The frame delivering one publication to subscribers using `codec`.
+pub fn message(codec: Codec, room: &RoomName, offset: Offset, data: &[u8]) -> Bytes {
+    build(Opcode::Binary, 40 + room.as_bytes().len() + data.len(), |out| {
+        codec.encode_message(room, offset, data, out)
+    })
+}
+
+/// The frame carrying one reply.
+pub fn reply(codec: Codec, reply: &Reply) -> Bytes {
+    build(Opcode::Binary, 48, |out| codec.encode_reply(reply, out))
+}
+
+/// A close frame with a status code and a reason (truncated to fit 125 bytes
+/// on a character boundary).
+pub fn close(code: u16, reason: &str) -> Bytes {
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    build(Opcode::Close, 2 + cut, |out| {
+        out.extend_from_slice(&code.to_be_bytes());
+        out.extend_from_slice(&reason.as_bytes()[..cut]);
+    })
+}
+
+/// A control frame (ping or pong) with at most 125 bytes of payload.
+pub fn control(opcode: Opcode, payload: &[u8]) -> Bytes {
+    let payload = &payload[..payload.len().min(125)];
+    build(opcode, payload.len(), |out| out.extend_from_slice(payload))
+}

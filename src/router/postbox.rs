@@ -1,0 +1,235 @@
+//! The sending side of the queues between cores, and the wake-ups that go
+//! with them.
+//!
+//! A [`Mailbox`] is a core's address: the senders of its two bounded inboxes
+//! and a [`Notify`] that wakes its driver. A core's [`Postbox`] sends to every
+//! mailbox and never blocks its thread: sessions *wait* (asynchronously) for
+//! room, the driver parks what does not fit in a per-destination overflow.
+//! When a receiver drains its inbox it wakes the cores that found it full.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use tokio::sync::Notify;
+
+use super::{CoreId, CoreMsg, PublishMsg};
+
+/// A core's address, shared by all cores.
+pub struct Mailbox {
+    publishes: Sender<PublishMsg>,
+    events: Sender<CoreMsg>,
+    /// Wakes the owning core's driver: new mail, room freed elsewhere, or shutdown.
+    pub wake: Notify,
+    /// `blocked[c]`: core `c` found an inbox here full and waits to be woken.
+    blocked: Box<[AtomicBool]>,
+    any_blocked: AtomicBool,
+}
+
+/// A core's own receiving ends.
+pub struct Inbox {
+    pub publishes: Receiver<PublishMsg>,
+    pub events: Receiver<CoreMsg>,
+}
+
+/// Builds every core's mailbox and inbox; each inbox holds `capacity` messages.
+pub fn mailboxes(workers: usize, capacity: usize) -> (Arc<[Mailbox]>, Vec<Inbox>) {
+    let mut boxes = Vec::with_capacity(workers);
+    let mut inboxes = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (publishes, publishes_rx) = bounded(capacity);
+        let (events, events_rx) = bounded(capacity);
+        boxes.push(Mailbox {
+            publishes,
+            events,
+            wake: Notify::new(),
+            blocked: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            any_blocked: AtomicBool::new(false),
+        });
+        inboxes.push(Inbox {
+            publishes: publishes_rx,
+            events: events_rx,
+        });
+    }
+    (boxes.into(), inboxes)
+}
+
+impl Mailbox {
+    fn mark_blocked(&self, sender: CoreId) {
+        self.blocked[sender.0].store(true, Ordering::SeqCst);
+        self.any_blocked.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What happened to a message handed to a full or closed inbox.
+enum Posted<T> {
+    Sent,
+    Full(T),
+    /// The receiving core has stopped (shutdown): the message is dropped.
+    Gone,
+}
+
+fn try_post<T>(sender: &Sender<T>, msg: T) -> Posted<T> {
+    match sender.try_send(msg) {
+        Ok(()) => Posted::Sent,
+        Err(TrySendError::Full(msg)) => Posted::Full(msg),
+        Err(TrySendError::Disconnected(_)) => Posted::Gone,
+    }
+}
+
+/// A core's sending side (core-local).
+pub struct Postbox {
+    me: CoreId,
+    mailboxes: Arc<[Mailbox]>,
+    /// Driver-made events that found their destination full, in order.
+    overflow: RefCell<Vec<VecDeque<CoreMsg>>>,
+    /// Wakes local sessions waiting for room in some inbox or for the overflow to drain.
+    space: Notify,
+}
+
+impl Postbox {
+    pub fn new(me: CoreId, mailboxes: Arc<[Mailbox]>) -> Postbox {
+        let overflow = (0..mailboxes.len()).map(|_| VecDeque::new()).collect();
+        Postbox {
+            me,
+            mailboxes,
+            overflow: RefCell::new(overflow),
+            space: Notify::new(),
+        }
+    }
+
+    /// This core's own mailbox.
+    pub fn own(&self) -> &Mailbox {
+        &self.mailboxes[self.me.0]
+    }
+
+    /// Every core's mailbox.
+    pub fn all(&self) -> &[Mailbox] {
+        &self.mailboxes
+    }
+
+    /// Sends an event from the driver without waiting: what does not fit is
+    /// kept, in order, and sent by [`Postbox::flush`].
+    pub fn post(&self, dest: CoreId, msg: CoreMsg) {
+        let mut overflow = self.overflow.borrow_mut();
+        let queue = &mut overflow[dest.0];
+        if !queue.is_empty() {
+            queue.push_back(msg);
+            return;
+        }
+        let mailbox = &self.mailboxes[dest.0];
+        match try_post(&mailbox.events, msg) {
+            Posted::Sent => mailbox.wake.notify_one(),
+            Posted::Full(msg) => {
+                mailbox.mark_blocked(self.me);
+                queue.push_back(msg);
+            }
+            Posted::Gone => {}
+        }
+    }
+
+    /// Whether driver-made events are waiting for room somewhere.
+    pub fn has_overflow(&self) -> bool {
+        self.overflow.borrow().iter().any(|q| !q.is_empty())
+    }
+
+    /// Sends what the overflow holds, as far as there is room, then wakes
+    /// local sessions waiting for room. Called whenever the driver wakes.
+    pub fn flush(&self) {
+        let mut overflow = self.overflow.borrow_mut();
+        for (dest, queue) in overflow.iter_mut().enumerate() {
+            let mailbox = &self.mailboxes[dest];
+            let mut sent = false;
+            while let Some(msg) = queue.pop_front() {
+                match try_post(&mailbox.events, msg) {
+                    Posted::Sent => sent = true,
+                    Posted::Full(msg) => {
+                        queue.push_front(msg);
+                        mailbox.mark_blocked(self.me);
+                        break;
+                    }
+                    Posted::Gone => queue.clear(),
+                }
+            }
+            if sent {
+                mailbox.wake.notify_one();
+            }
+        }
+        drop(overflow);
+        self.space.notify_waiters();
+    }
+
+    /// Sends an event from a session, waiting (not blocking) while the
+    /// destination is full. Keeps order with driver-made events to the same core.
+    pub async fn send_event(&self, dest: CoreId, mut msg: CoreMsg) {
+        let mailbox = &self.mailboxes[dest.0];
+        loop {
+            let mut wait = pin!(self.space.notified());
+            wait.as_mut().enable();
+            if self.overflow.borrow()[dest.0].is_empty() {
+                match try_post(&mailbox.events, msg) {
+                    Posted::Sent | Posted::Gone => break,
+                    Posted::Full(back) => msg = back,
+                }
+                mailbox.mark_blocked(self.me);
+                // The receiver may have drained between the failed send and the mark.
+                match try_post(&mailbox.events, msg) {
+                    Posted::Sent | Posted::Gone => break,
+                    Posted::Full(back) => msg = back,
+                }
+            }
+            wait.await;
+        }
+        mailbox.wake.notify_one();
+    }
+
+    /// Hands a publication to its home core, waiting while that inbox is full.
+    pub async fn send_publish(&self, dest: CoreId, mut msg: PublishMsg) {
+        let mailbox = &self.mailboxes[dest.0];
+        loop {
+            let mut wait = pin!(self.space.notified());
+            wait.as_mut().enable();
+            match try_post(&mailbox.publishes, msg) {
+                Posted::Sent | Posted::Gone => break,
+                Posted::Full(back) => msg = back,
+            }
+            mailbox.mark_blocked(self.me);
+            match try_post(&mailbox.publishes, msg) {
+                Posted::Sent | Posted::Gone => break,
+                Posted::Full(back) => msg = back,
+            }
+            wait.await;
+        }
+        mailbox.wake.notify_one();
+    }
+
+    /// Waits until the overflow is empty (a session that published on its
+    /// home core waits here, so the overflow stays bounded).
+    pub async fn overflow_drained(&self) {
+        loop {
+            let mut wait = pin!(self.space.notified());
+            wait.as_mut().enable();
+            if !self.has_overflow() {
+                return;
+            }
+            wait.await;
+        }
+    }
+
+    /// Wakes the cores that found one of this core's inboxes full. Called by
+    /// the driver after it drained some of its inbox.
+    pub fn release_blocked(&self) {
+        let own = self.own();
+        if !own.any_blocked.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        for (core, flag) in own.blocked.iter().enumerate() {
+            if flag.swap(false, Ordering::SeqCst) {
+                self.mailboxes[core].wake.notify_one();
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! A core's local subscribers, per room and codec, and the fan-out step.
+//!
+//! Touched only by its own core: no locks. No I/O and no clock: it pushes
+//! shared frames into subscribers' bounded queues ([`Outbound`]) and reports
+//! what happened; the driver does the rest.
+//!
+//! Per (room, codec) a core is in one of three states:
+//! * absent: no local subscribers;
+//! * pending: the first subscriber asked, the home has been told, and its
+//!   acknowledgement (with the room's current offset) has not arrived; more
+//!   subscribers wait with it; deliveries are ignored (they predate the
+//!   acknowledgement, which the home sends after them);
+//! * active: subscribers receive every delivery; `last` is the offset of the
+//!   last one, which is what a new local subscriber is told.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::protocol::{Codec, Offset, RoomName};
+use crate::transport::outbound::{Outbound, Pushed};
+
+use super::{ConnId, Frames};
+
+/// A local subscriber: a connection and its outbound queue.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub conn: ConnId,
+    pub outbound: Rc<Outbound>,
+}
+
+struct Waiter {
+    subscriber: Subscriber,
+    offset: oneshot::Sender<Offset>,
+}
+
+enum Slot {
+    Pending(Vec<Waiter>),
+    Active { last: Offset, subscribers: Vec<Subscriber> },
+}
+
+#[derive(Default)]
+struct LocalRoom {
+    by_codec: [Option<Slot>; 2],
+}
+
+/// The next step of a subscribe.
+pub enum SubscribeStep {
+    /// Subscribed; the room's current offset.
+    Ready(Offset),
+    /// First local subscriber: tell the home (`Interest { on: true }`), then
+    /// wait for the offset.
+    AskHome(oneshot::Receiver<Offset>),
+    /// The home has already been asked; wait for the offset.
+    Wait(oneshot::Receiver<Offset>),
+}
+
+/// The result of one fan-out.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fanout {
+    /// Frames queued to subscribers.
+    pub delivered: u64,
+    /// Older frames dropped under `drop-oldest`.
+    pub dropped: u64,
+    /// Subscribers closed under `close`.
+    pub closed: u64,
+}
+
+/// A core's local subscribers.
+#[derive(Default)]
+pub struct Shard {
+    rooms: HashMap<RoomName, LocalRoom>,
+}
+
+impl Shard {
+    /// Adds a subscriber of `room` in `codec`.
+    pub fn subscribe(&mut self, room: &RoomName, codec: Codec, subscriber: Subscriber) -> SubscribeStep {
+        let slot = &mut self.rooms.entry(room.clone()).or_default().by_codec[codec.index()];
+        match slot {
+            Some(Slot::Active { last, subscribers }) => {
+                subscribers.push(subscriber);
+                SubscribeStep::Ready(*last)
+            }
+            Some(Slot::Pending(waiters)) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(Waiter { subscriber, offset: tx });
+                SubscribeStep::Wait(rx)
+            }
+            None => {
+                let (tx, rx) = oneshot::channel();
+                *slot = Some(Slot::Pending(vec![Waiter { subscriber, offset: tx }]));
+                SubscribeStep::AskHome(rx)
+            }
+        }
+    }
+
+    /// The home acknowledged this core's interest: waiting subscribers become
+    /// active at `offset` and learn it.
+    pub fn activate(&mut self, room: &RoomName, codec: Codec, offset: Offset) {
+        let Some(local) = self.rooms.get_mut(room) else { return };
+        let slot = &mut local.by_codec[codec.index()];
+        if let Some(Slot::Pending(waiters)) = slot.take() {
+            let mut subscribers = Vec::with_capacity(waiters.len());
+            for waiter in waiters {
+                // A waiter whose session is gone just misses its answer.
+                let _ = waiter.offset.send(offset);
+                subscribers.push(waiter.subscriber);
+            }
+            *slot = Some(Slot::Active {
+                last: offset,
+                subscribers,
+            });
+        }
+    }
+
+    /// Removes a subscriber. Returns true when it was the last one of this
+    /// room and codec here, so the home must be told (`Interest { on: false }`).
+    pub fn unsubscribe(&mut self, room: &RoomName, codec: Codec, conn: ConnId) -> bool {
+        let Some(local) = self.rooms.get_mut(room) else { return false };
+        let slot = &mut local.by_codec[codec.index()];
+        let Some(Slot::Active { subscribers, .. }) = slot else { return false };
+        let Some(at) = subscribers.iter().position(|s| s.conn == conn) else { return false };
+        subscribers.remove(at);
+        if !subscribers.is_empty() {
+            return false;
+        }
+        *slot = None;
+        if local.by_codec.iter().all(Option::is_none) {
+            self.rooms.remove(room);
+        }
+        true
+    }
+
+    /// The offset a new subscriber of an active room is told.
+    pub fn current(&self, room: &RoomName, codec: Codec) -> Option<Offset> {
+        match self.rooms.get(room)?.by_codec[codec.index()].as_ref()? {
+            Slot::Active { last, .. } => Some(*last),
+            Slot::Pending(_) => None,
+        }
+    }
+
+    /// Local subscribers of `room` in `codec` (active ones).
+    pub fn subscriber_count(&self, room: &RoomName, codec: Codec) -> usize {
+        match self.rooms.get(room).and_then(|r| r.by_codec[codec.index()].as_ref()) {
+            Some(Slot::Active { subscribers, .. }) => subscribers.len(),
+            _ => 0,
+        }
+    }
+
+    /// Fans one sequenced publication out to the active local subscribers:
+    /// each gets a reference to the shared frame of its codec.
+    pub fn deliver(&mut self, room: &RoomName, offset: Offset, frames: &Frames, now: Instant) -> Fanout {
+        let mut fanout = Fanout::default();
+        let Some(local) = self.rooms.get_mut(room) else { return fanout };
+        for (slot, frame) in local.by_codec.iter_mut().zip(frames) {
+            if let (Some(Slot::Active { last, subscribers }), Some(frame)) = (slot, frame) {
+                *last = offset;
+                fan_out(subscribers, frame, now, &mut fanout);
+            }
+        }
+        fanout
+    }
+}
+
+fn fan_out(subscribers: &[Subscriber], frame: &Bytes, now: Instant, fanout: &mut Fanout) {
+    for subscriber in subscribers {
+        match subscriber.outbound.push(frame.clone(), now) {
+            Pushed::Queued => fanout.delivered += 1,
+            Pushed::DroppedOldest(n) => {
+                fanout.delivered += 1;
+                fanout.dropped += n as u64;
+            }
+            Pushed::ClosedSlow => fanout.closed += 1,
+            Pushed::Refused => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{OutboundLimits, SlowConsumerPolicy};
+    use std::time::Duration;
+
+    fn subscriber(conn: u64) -> Subscriber {
+        Subscriber {
+            conn: ConnId(conn),
+            outbound: Rc::new(Outbound::new(OutboundLimits {
+                max_bytes: 1 << 20,
+                max_messages: 1000,
+                max_age: Duration::from_secs(10),
+                policy: SlowConsumerPolicy::Close,
+            })),
+        }
+    }
+
+    fn frames(msgpack: &'static [u8]) -> Frames {
+        [Some(Bytes::from_static(msgpack)), None]
+    }
+
+    #[test]
+    fn first_subscriber_asks_home_later_ones_wait_then_all_start_at_the_acked_offset() {
+        let mut shard = Shard::default();
+        let room = RoomName::new("chat").unwrap();
+        let (a, b) = (subscriber(1), subscriber(2));
+        let SubscribeStep::AskHome(mut rx_a) = shard.subscribe(&room, Codec::MsgPack, a.clone()) else {
+            panic!("first subscriber must ask the home")
+        };
+        let SubscribeStep::Wait(mut rx_b) = shard.subscribe(&room, Codec::MsgPack, b.clone()) else {
+            panic!("second subscriber must wait")
+        };
+        // A delivery that predates the acknowledgement is ignored.
+        let now = Instant::now();
+        assert_eq!(shard.deliver(&room, Offset(7), &frames(b"old"), now).delivered, 0);
+        shard.activate(&room, Codec::MsgPack, Offset(7));
+        assert_eq!(rx_a.try_recv(), Ok(Offset(7)));
+        assert_eq!(rx_b.try_recv(), Ok(Offset(7)));
+        assert_eq!(shard.deliver(&room, Offset(8), &frames(b"new"), now).delivered, 2);
+        assert_eq!(a.outbound.len(), 1);
+        assert!(matches!(shard.subscribe(&room, Codec::MsgPack, subscriber(3)), SubscribeStep::Ready(Offset(8))));
+    }
+
+    #[test]
+    fn the_last_unsubscribe_tells_the_home_and_later_deliveries_reach_no_one() {
+        let mut shard = Shard::default();
+        let room = RoomName::new("chat").unwrap();
+        let a = subscriber(1);
+        let _ = shard.subscribe(&room, Codec::Proto, a.clone());
+        shard.activate(&room, Codec::Proto, Offset(0));
+        let _ = shard.subscribe(&room, Codec::Proto, subscriber(2));
+        assert!(!shard.unsubscribe(&room, Codec::Proto, ConnId(1)));
+        assert!(shard.unsubscribe(&room, Codec::Proto, ConnId(2)));
+        assert!(!shard.unsubscribe(&room, Codec::Proto, ConnId(2)));
+        let both = [Some(Bytes::from_static(b"m")), Some(Bytes::from_static(b"p"))];
+        assert_eq!(shard.deliver(&room, Offset(1), &both, Instant::now()), Fanout::default());
+        assert_eq!(a.outbound.len(), 0);
+    }
+}

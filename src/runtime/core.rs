@@ -1,0 +1,308 @@
+//! One core: its runtime, its accept loop, and its driver, the task that
+//! drains the core's inboxes into its home rooms and its shard.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::LocalSet;
+use tokio::time::Instant;
+
+use crate::engine::MemoryEngine;
+use crate::metrics::{self, CoreCounters};
+use crate::protocol::{frame, Codec, Offset, Reply, RequestId};
+use crate::router::home::Home;
+use crate::router::postbox::{Inbox, Mailbox, Postbox};
+use crate::router::shard::{Fanout, Shard};
+use crate::router::{AckTo, ConnId, CoreId, CoreMsg, PublishMsg};
+use crate::transport::outbound::{Closing, Outbound};
+use crate::transport::http;
+
+use super::Node;
+
+/// Inbox messages handled before the driver lets sessions run again.
+const DRIVER_BATCH: usize = 256;
+
+/// A session as its core knows it.
+pub struct SessionEntry {
+    pub codec: Codec,
+    pub outbound: Rc<Outbound>,
+}
+
+/// Everything a core owns. Shared (`Rc`) by the core's tasks only.
+pub struct Core {
+    pub id: CoreId,
+    pub node: Arc<Node>,
+    pub shard: RefCell<Shard>,
+    pub home: RefCell<Home<MemoryEngine>>,
+    pub postbox: Postbox,
+    pub sessions: RefCell<HashMap<ConnId, SessionEntry>>,
+    next_conn: Cell<u64>,
+    /// Wakes the accept loop when shutdown begins.
+    stop_accepting: Notify,
+}
+
+impl Core {
+    /// This core's counters.
+    pub fn counters(&self) -> &CoreCounters {
+        self.node.stats.core(self.id.0)
+    }
+
+    /// Registers a new session and gives it an id and an outbound queue.
+    pub fn register(&self, codec: Codec) -> (ConnId, Rc<Outbound>) {
+        let conn = ConnId(self.next_conn.get());
+        self.next_conn.set(conn.0 + 1);
+        let outbound = Rc::new(Outbound::new(self.node.limits.outbound));
+        self.sessions.borrow_mut().insert(
+            conn,
+            SessionEntry {
+                codec,
+                outbound: outbound.clone(),
+            },
+        );
+        (conn, outbound)
+    }
+
+    pub fn deregister(&self, conn: ConnId) {
+        self.sessions.borrow_mut().remove(&conn);
+    }
+
+    fn count_fanout(&self, fanout: Fanout) {
+        let counters = self.counters();
+        metrics::add(&counters.deliveries, fanout.delivered);
+        if fanout.dropped > 0 {
+            metrics::add(&counters.slow_consumer_dropped, fanout.dropped);
+        }
+        if fanout.closed > 0 {
+            metrics::add(&counters.slow_consumer_closes, fanout.closed);
+        }
+    }
+
+    /// Sends an event to a core from the driver: handled at once when it is
+    /// this core, posted (never waiting) otherwise.
+    fn route(&self, dest: CoreId, msg: CoreMsg) {
+        if dest == self.id {
+            self.handle_event(msg);
+        } else {
+            self.postbox.post(dest, msg);
+        }
+    }
+
+    /// Sends an event to a core from a session: handled at once when it is
+    /// this core, else waits for room in the destination's inbox.
+    pub async fn send_event(&self, dest: CoreId, msg: CoreMsg) {
+        if dest == self.id {
+            self.handle_event(msg);
+        } else {
+            self.postbox.send_event(dest, msg).await;
+        }
+    }
+
+    /// Hands a publication to its home core from a session. On the home core
+    /// it is sequenced and fanned out at once; the session then waits until
+    /// the deliveries to other cores are all posted, so the overflow stays
+    /// bounded by one publication per session.
+    pub async fn send_publish(&self, home: CoreId, msg: PublishMsg) {
+        if home == self.id {
+            self.handle_publish(msg);
+            if self.postbox.has_overflow() {
+                self.postbox.overflow_drained().await;
+            }
+        } else {
+            self.postbox.send_publish(home, msg).await;
+        }
+    }
+
+    /// Handles one event addressed to this core.
+    pub fn handle_event(&self, msg: CoreMsg) {
+        match msg {
+            CoreMsg::Interest { room, codec, core, on } => {
+                let offset = self.home.borrow_mut().interest(&room, codec, core, on);
+                if on {
+                    self.route(core, CoreMsg::InterestAck { room, codec, offset });
+                }
+            }
+            CoreMsg::InterestAck { room, codec, offset } => {
+                self.shard.borrow_mut().activate(&room, codec, offset);
+            }
+            CoreMsg::Deliver { room, offset, frames } => {
+                let now = Instant::now().into_std();
+                let fanout = self.shard.borrow_mut().deliver(&room, offset, &frames, now);
+                self.count_fanout(fanout);
+            }
+            CoreMsg::PublishAck { conn, request, offset } => self.reply_to(conn, request, offset),
+        }
+    }
+
+    /// Sequences one publication to a room whose home is this core, fans it
+    /// out to local subscribers and posts it to the other interested cores.
+    pub fn handle_publish(&self, msg: PublishMsg) {
+        let sequenced = self.home.borrow_mut().publish(&msg.room, &msg.data);
+        metrics::add(&self.counters().publishes, 1);
+        for core in sequenced.targets.iter() {
+            if core == self.id {
+                let now = Instant::now().into_std();
+                let fanout =
+                    self.shard
+                        .borrow_mut()
+                        .deliver(&msg.room, sequenced.offset, &sequenced.frames, now);
+                self.count_fanout(fanout);
+            } else {
+                self.postbox.post(
+                    core,
+                    CoreMsg::Deliver {
+                        room: msg.room.clone(),
+                        offset: sequenced.offset,
+                        frames: sequenced.frames.clone(),
+                    },
+                );
+            }
+        }
+        if let Some(AckTo { core, conn, request }) = msg.ack_to {
+            let ack = CoreMsg::PublishAck {
+                conn,
+                request,
+                offset: sequenced.offset,
+            };
+            self.route(core, ack);
+        }
+    }
+
+    fn reply_to(&self, conn: ConnId, request: RequestId, offset: Offset) {
+        let sessions = self.sessions.borrow();
+        if let Some(session) = sessions.get(&conn) {
+            let frame = frame::reply(session.codec, &Reply::ack(request, offset));
+            session.outbound.push(frame, Instant::now().into_std());
+        }
+    }
+
+    /// The driver: drains this core's inboxes until shutdown completes.
+    async fn drive(self: Rc<Self>, inbox: Inbox) {
+        let mut drain_started: Option<Instant> = None;
+        loop {
+            self.postbox.flush();
+            let mut handled = 0;
+            while handled < DRIVER_BATCH {
+                let Ok(msg) = inbox.events.try_recv() else { break };
+                self.handle_event(msg);
+                handled += 1;
+            }
+            while handled < 2 * DRIVER_BATCH && !self.postbox.has_overflow() {
+                let Ok(msg) = inbox.publishes.try_recv() else { break };
+                self.handle_publish(msg);
+                handled += 1;
+            }
+            if handled > 0 {
+                self.postbox.release_blocked();
+            }
+            if self.node.shutting_down() {
+                let started = *drain_started.get_or_insert_with(|| {
+                    self.begin_drain();
+                    Instant::now()
+                });
+                if self.drained(started) {
+                    return;
+                }
+            }
+            if handled >= DRIVER_BATCH {
+                tokio::task::yield_now().await;
+            } else if drain_started.is_some() {
+                // While draining, look again shortly even without mail.
+                let _ = tokio::time::timeout(Duration::from_millis(20), self.postbox.own().wake.notified()).await;
+            } else {
+                self.postbox.own().wake.notified().await;
+            }
+        }
+    }
+
+    /// Stops accepting and schedules every session's close (1012), spread
+    /// evenly over `drain_period`.
+    fn begin_drain(self: &Rc<Self>) {
+        self.stop_accepting.notify_waiters();
+        let mut conns: Vec<ConnId> = self.sessions.borrow().keys().copied().collect();
+        conns.sort();
+        let period = self.node.config.drain_period;
+        let count = conns.len().max(1) as u32;
+        for (i, conn) in conns.into_iter().enumerate() {
+            let core = self.clone();
+            let delay = period.mul_f64(f64::from(i as u32) / f64::from(count));
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(delay).await;
+                if let Some(session) = core.sessions.borrow().get(&conn) {
+                    session.outbound.close(Closing {
+                        code: crate::limits::close_code::SERVICE_RESTART,
+                        reason: "service restart",
+                        flush: true,
+                    });
+                }
+            });
+        }
+    }
+
+    /// Whether this core may stop: no sessions left, or the drain has
+    /// overrun its period plus the close timeout by a second.
+    fn drained(&self, started: Instant) -> bool {
+        let config = &self.node.config;
+        let deadline = started + config.drain_period + config.close_timeout + Duration::from_secs(1);
+        self.sessions.borrow().is_empty() || Instant::now() >= deadline
+    }
+
+    async fn accept(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = self.stop_accepting.notified() => return,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::task::spawn_local(http::serve(stream, peer, self.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            if self.node.shutting_down() {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs core `n` on the calling thread until shutdown completes.
+pub(super) fn run(n: usize, node: Arc<Node>, mailboxes: Arc<[Mailbox]>, inbox: Inbox, listener: std::net::TcpListener) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(core = n, %error, "cannot build runtime");
+            return;
+        }
+    };
+    let id = CoreId(n);
+    let core = Rc::new(Core {
+        id,
+        postbox: Postbox::new(id, mailboxes),
+        shard: RefCell::new(Shard::default()),
+        home: RefCell::new(Home::new(MemoryEngine::default())),
+        sessions: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(1),
+        stop_accepting: Notify::new(),
+        node,
+    });
+    let local = LocalSet::new();
+    local.block_on(&runtime, async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => {
+                tokio::task::spawn_local(core.clone().accept(listener));
+            }
+            Err(error) => tracing::error!(core = n, %error, "cannot register listener"),
+        }
+        core.drive(inbox).await;
+    });
+}

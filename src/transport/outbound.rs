@@ -1,0 +1,286 @@
+//! One connection's outbound queue: bounded in bytes, messages and age, with
+//! the slow-consumer policy applied at the moment a frame does not fit.
+//!
+//! Frames are shared [`Bytes`] (a publication's frame is built once and
+//! queued by reference for every subscriber). Bytes that the writer has taken
+//! but not yet written still count against the bound, so a connection's
+//! memory never exceeds `max_bytes` plus one frame, however slow its reader.
+//! Everything here is single-threaded: the queue lives on its connection's
+//! core and is filled by that core's shard and session.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::limits::{close_code, OutboundLimits, SlowConsumerPolicy};
+use crate::protocol::frame;
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// `drop-oldest`: this many older frames were dropped to make room.
+    DroppedOldest(usize),
+    /// `close`: the queue was discarded and a 1013 close is on its way.
+    ClosedSlow,
+    /// The connection is closing; the frame was not queued.
+    Refused,
+}
+
+/// Why a connection is being closed by the server, and what to send.
+#[derive(Debug, Clone)]
+pub struct Closing {
+    pub code: u16,
+    pub reason: &'static str,
+    /// Send what is queued first (shutdown), or not (slow consumer, errors).
+    pub flush: bool,
+}
+
+struct Queued {
+    frame: Bytes,
+    at: Instant,
+}
+
+struct State {
+    frames: VecDeque<Queued>,
+    /// Bytes queued plus bytes taken by the writer and not yet written.
+    bytes: usize,
+    /// The answer to the latest ping, written before data (only the latest is kept).
+    pong: Option<Bytes>,
+    ping: Option<Bytes>,
+    closing: Option<Closing>,
+}
+
+/// A connection's outbound queue and the writer's wake-up.
+pub struct Outbound {
+    state: RefCell<State>,
+    limits: OutboundLimits,
+    writer: Cell<Option<Waker>>,
+}
+
+impl Outbound {
+    pub fn new(limits: OutboundLimits) -> Outbound {
+        Outbound {
+            state: RefCell::new(State {
+                frames: VecDeque::new(),
+                bytes: 0,
+                pong: None,
+                ping: None,
+                closing: None,
+            }),
+            limits,
+            writer: Cell::new(None),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.writer.take() {
+            waker.wake();
+        }
+    }
+
+    /// Queues a data frame (a delivery or a reply), applying the policy if it
+    /// does not fit.
+    pub fn push(&self, frame: Bytes, now: Instant) -> Pushed {
+        let mut state = self.state.borrow_mut();
+        if state.closing.is_some() {
+            return Pushed::Refused;
+        }
+        let limits = &self.limits;
+        let over = |s: &State, extra: usize| {
+            s.bytes + extra > limits.max_bytes
+                || s.frames.len() >= limits.max_messages
+                || s.frames.front().is_some_and(|q| now.duration_since(q.at) > limits.max_age)
+        };
+        let mut result = Pushed::Queued;
+        if over(&state, frame.len()) {
+            match limits.policy {
+                SlowConsumerPolicy::Close => {
+                    state.bytes -= state.frames.drain(..).map(|q| q.frame.len()).sum::<usize>();
+                    state.closing = Some(Closing {
+                        code: close_code::TRY_AGAIN_LATER,
+                        reason: "slow consumer",
+                        flush: false,
+                    });
+                    drop(state);
+                    self.wake();
+                    return Pushed::ClosedSlow;
+                }
+                SlowConsumerPolicy::DropOldest => {
+                    let mut dropped = 0;
+                    while over(&state, frame.len()) {
+                        let Some(old) = state.frames.pop_front() else { break };
+                        state.bytes -= old.frame.len();
+                        dropped += 1;
+                    }
+                    result = Pushed::DroppedOldest(dropped);
+                }
+            }
+        }
+        let was_empty = state.frames.is_empty();
+        state.bytes += frame.len();
+        state.frames.push_back(Queued { frame, at: now });
+        drop(state);
+        if was_empty {
+            self.wake();
+        }
+        result
+    }
+
+    /// Queues the answer to a ping (replacing an unsent earlier one).
+    pub fn pong(&self, payload: &[u8]) {
+        self.state.borrow_mut().pong = Some(frame::control(frame::Opcode::Pong, payload));
+        self.wake();
+    }
+
+    /// Queues a heartbeat ping.
+    pub fn ping(&self, payload: &[u8]) {
+        self.state.borrow_mut().ping = Some(frame::control(frame::Opcode::Ping, payload));
+        self.wake();
+    }
+
+    /// Starts closing the connection (the first reason wins).
+    pub fn close(&self, closing: Closing) {
+        let mut state = self.state.borrow_mut();
+        if state.closing.is_some() {
+            return;
+        }
+        if !closing.flush {
+            state.bytes -= state.frames.drain(..).map(|q| q.frame.len()).sum::<usize>();
+        }
+        state.closing = Some(closing);
+        drop(state);
+        self.wake();
+    }
+
+    /// The close in progress, if any.
+    pub fn closing(&self) -> Option<Closing> {
+        self.state.borrow().closing.clone()
+    }
+
+    /// Frames queued and not yet taken by the writer.
+    pub fn len(&self) -> usize {
+        self.state.borrow().frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes queued or in the writer's hands.
+    pub fn bytes(&self) -> usize {
+        self.state.borrow().bytes
+    }
+
+    /// Ready when there is something to write or a close to send.
+    pub fn poll_work(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let state = self.state.borrow();
+        if !state.frames.is_empty() || state.pong.is_some() || state.ping.is_some() || state.closing.is_some() {
+            Poll::Ready(())
+        } else {
+            self.writer.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+
+    /// Ready once a close has been requested (used while a write is in progress).
+    pub fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.state.borrow().closing.is_some() {
+            Poll::Ready(())
+        } else {
+            self.writer.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+
+    /// Moves control frames and then data frames into `batch`, up to
+    /// `max_frames` frames or about `max_bytes` bytes (at least one frame).
+    pub fn take(&self, batch: &mut Vec<Bytes>, max_frames: usize, max_bytes: usize) {
+        let mut state = self.state.borrow_mut();
+        if let Some(pong) = state.pong.take() {
+            batch.push(pong);
+        }
+        if let Some(ping) = state.ping.take() {
+            batch.push(ping);
+        }
+        let mut taken = 0;
+        while batch.len() < max_frames && (taken < max_bytes || batch.is_empty()) {
+            let Some(q) = state.frames.pop_front() else { break };
+            taken += q.frame.len();
+            batch.push(q.frame);
+        }
+    }
+
+    /// The writer wrote `n` data bytes taken with [`Outbound::take`].
+    pub fn written(&self, n: usize) {
+        let mut state = self.state.borrow_mut();
+        state.bytes = state.bytes.saturating_sub(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits(policy: SlowConsumerPolicy) -> OutboundLimits {
+        OutboundLimits {
+            max_bytes: 1000,
+            max_messages: 100,
+            max_age: Duration::from_secs(10),
+            policy,
+        }
+    }
+
+    #[test]
+    fn close_policy_discards_the_queue_and_schedules_1013() {
+        let out = Outbound::new(limits(SlowConsumerPolicy::Close));
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(out.push(Bytes::from(vec![0; 100]), now), Pushed::Queued);
+        }
+        assert_eq!(out.push(Bytes::from(vec![0; 100]), now), Pushed::ClosedSlow);
+        assert_eq!(out.bytes(), 0);
+        assert_eq!(out.closing().map(|c| c.code), Some(1013));
+        assert_eq!(out.push(Bytes::from_static(b"x"), now), Pushed::Refused);
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_within_the_bound() {
+        let out = Outbound::new(limits(SlowConsumerPolicy::DropOldest));
+        let now = Instant::now();
+        for i in 0..10u8 {
+            out.push(Bytes::from(vec![i; 100]), now);
+        }
+        assert_eq!(out.push(Bytes::from(vec![10; 100]), now), Pushed::DroppedOldest(1));
+        let mut batch = Vec::new();
+        out.take(&mut batch, 1000, usize::MAX);
+        assert_eq!(batch.len(), 10);
+        assert_eq!(batch[0][0], 1);
+        assert_eq!(batch[9][0], 10);
+    }
+
+    #[test]
+    fn taken_bytes_count_until_written() {
+        let out = Outbound::new(limits(SlowConsumerPolicy::Close));
+        let now = Instant::now();
+        out.push(Bytes::from(vec![0; 600]), now);
+        let mut batch = Vec::new();
+        out.take(&mut batch, 10, usize::MAX);
+        assert_eq!(out.bytes(), 600);
+        assert_eq!(out.push(Bytes::from(vec![0; 600]), now), Pushed::ClosedSlow);
+    }
+
+    #[test]
+    fn a_message_older_than_max_age_makes_the_queue_full() {
+        let out = Outbound::new(limits(SlowConsumerPolicy::DropOldest));
+        let start = Instant::now();
+        out.push(Bytes::from_static(b"old"), start);
+        let later = start + Duration::from_secs(11);
+        assert_eq!(out.push(Bytes::from_static(b"new"), later), Pushed::DroppedOldest(1));
+        assert_eq!(out.len(), 1);
+    }
+}

@@ -1,0 +1,475 @@
+//! One WebSocket connection, from upgrade to close: the loop that reads,
+//! decodes and dispatches requests, and, beside it in the same task, the
+//! writer that drains the outbound queue in vectored writes and keeps the
+//! heartbeat. Neither waits on the other: a slow socket write never stops
+//! reads, and a publisher waiting for queue room never stops writes.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::future::poll_fn;
+use std::io::{Cursor, IoSlice};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use fastwebsockets::{CloseCode, Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::Instrument;
+
+use crate::limits::{close_code, Limits};
+use crate::metrics;
+use crate::protocol::{frame, ClientOp, Codec, ErrorCode, Offset, Reply, RequestError, RequestId, RoomName};
+use crate::router::shard::{SubscribeStep, Subscriber};
+use crate::router::{home_core, AckTo, ConnId, CoreMsg, PublishMsg};
+use crate::runtime::core::Core;
+use crate::runtime::ConnectionSlot;
+
+use super::outbound::{Closing, Outbound};
+
+/// Frames handed to one vectored write, at most (below IOV_MAX).
+const WRITE_BATCH_FRAMES: usize = 512;
+/// Bytes handed to one vectored write, about.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// How the read side ended.
+#[derive(Debug)]
+enum ReadEnd {
+    /// The peer sent a valid close frame; echo its code.
+    PeerClosed(u16),
+    /// The peer broke the protocol or sent bad input: close with this code.
+    Violation { code: u16, reason: &'static str },
+    /// The socket ended or failed: nothing more can be sent.
+    Gone,
+}
+
+/// Runs one upgraded connection to its end.
+pub async fn run(ws: WebSocket<TokioIo<Upgraded>>, codec: Codec, core: Rc<Core>, peer: SocketAddr, slot: ConnectionSlot) {
+    let upgraded = ws.into_inner().into_inner();
+    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream");
+            return;
+        }
+    };
+    let (read_half, write_half) = parts.io.into_inner().into_split();
+    // Bytes the client sent right behind its handshake were read by hyper already.
+    let reader = AsyncReadExt::chain(Cursor::new(parts.read_buf), read_half);
+    let (mut ws_read, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
+    let limits = &core.node.limits;
+    ws_read.set_auto_close(false);
+    ws_read.set_auto_pong(false);
+    // fastwebsockets refuses frames of this size or more, before allocating.
+    ws_read.set_max_message_size(limits.max_message_size.saturating_add(1));
+
+    let (conn, outbound) = core.register(codec);
+    let counters = core.counters();
+    metrics::add(&counters.connections_open, 1);
+    metrics::add(&counters.connections_accepted, 1);
+    let span = tracing::debug_span!("conn", conn_id = conn.0, core = core.id.0, %peer, %codec);
+    let mut session = Session {
+        conn,
+        codec,
+        core: core.clone(),
+        outbound: outbound.clone(),
+        rooms: HashSet::new(),
+        last_seen: Rc::new(Cell::new(Instant::now())),
+        assembling: None,
+    };
+    async {
+        tracing::debug!("connected");
+        let writer = write_loop(write_half, outbound.clone(), session.last_seen.clone(), core.clone());
+        let mut writer = pin!(writer);
+        let end = {
+            let mut reader = pin!(session.read_loop(&mut ws_read));
+            tokio::select! {
+                end = &mut reader => Some(end),
+                () = &mut writer => {
+                    // We closed (slow consumer, shutdown, heartbeat) or the write failed:
+                    // give the peer a moment to answer our close.
+                    let _ = timeout(limits.close_timeout, &mut reader).await;
+                    None
+                }
+            }
+        };
+        if let Some(end) = end {
+            tracing::debug!(?end, "read side ended");
+            let closing = match end {
+                ReadEnd::PeerClosed(code) => Some(Closing { code, reason: "", flush: false }),
+                ReadEnd::Violation { code, reason } => {
+                    metrics::add(&counters.protocol_closes, 1);
+                    Some(Closing { code, reason, flush: false })
+                }
+                ReadEnd::Gone => None,
+            };
+            if let Some(closing) = closing {
+                outbound.close(closing);
+                let _ = timeout(limits.close_timeout, &mut writer).await;
+            }
+        }
+        session.leave_all().await;
+        tracing::debug!("disconnected");
+    }
+    .instrument(span)
+    .await;
+    core.deregister(conn);
+    metrics::sub(&counters.connections_open, 1);
+    drop(slot);
+}
+
+/// A fragmented message being reassembled.
+struct Assembling {
+    buffer: BytesMut,
+    fragments: usize,
+}
+
+struct Session {
+    conn: ConnId,
+    codec: Codec,
+    core: Rc<Core>,
+    outbound: Rc<Outbound>,
+    /// Rooms this connection is subscribed to.
+    rooms: HashSet<RoomName>,
+    /// When the peer last sent anything: the heartbeat's proof of life.
+    last_seen: Rc<Cell<Instant>>,
+    assembling: Option<Assembling>,
+}
+
+fn payload_bytes(payload: Payload<'_>) -> Bytes {
+    match payload {
+        Payload::Bytes(bytes) => bytes.freeze(),
+        other => Bytes::copy_from_slice(&other),
+    }
+}
+
+fn violation(code: u16, reason: &'static str) -> ReadEnd {
+    ReadEnd::Violation { code, reason }
+}
+
+fn read_error(error: WebSocketError) -> ReadEnd {
+    use WebSocketError as E;
+    match error {
+        E::FrameTooLarge => violation(close_code::MESSAGE_TOO_BIG, "message too big"),
+        E::InvalidUTF8 => violation(close_code::INVALID_PAYLOAD, "invalid UTF-8"),
+        E::UnexpectedEOF | E::IoError(_) | E::ConnectionClosed => ReadEnd::Gone,
+        _ => violation(close_code::PROTOCOL_ERROR, "protocol error"),
+    }
+}
+
+/// Close codes a peer may send (RFC 6455 §7.4, plus the registered 1012-1014).
+fn peer_close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+impl Session {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, ws: &mut WebSocketRead<R>) -> ReadEnd {
+        let mut no_send = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
+        loop {
+            let frame = match ws.read_frame(&mut no_send).await {
+                Ok(frame) => frame,
+                Err(error) => return read_error(error),
+            };
+            self.last_seen.set(Instant::now());
+            if let Err(end) = self.on_frame(frame).await {
+                return end;
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame<'_>) -> Result<(), ReadEnd> {
+        let limits = &self.core.node.limits;
+        match frame.opcode {
+            OpCode::Binary => {
+                if self.assembling.is_some() {
+                    return Err(violation(close_code::PROTOCOL_ERROR, "new message inside a fragmented one"));
+                }
+                let payload = payload_bytes(frame.payload);
+                if frame.fin {
+                    return self.on_message(payload).await;
+                }
+                self.assembling = Some(Assembling {
+                    buffer: BytesMut::from(&payload[..]),
+                    fragments: 1,
+                });
+                Ok(())
+            }
+            OpCode::Continuation => {
+                let Some(assembling) = self.assembling.as_mut() else {
+                    return Err(violation(close_code::PROTOCOL_ERROR, "continuation without a message"));
+                };
+                assembling.fragments += 1;
+                if assembling.fragments > limits.max_fragments {
+                    return Err(violation(close_code::MESSAGE_TOO_BIG, "too many fragments"));
+                }
+                if assembling.buffer.len() + frame.payload.len() > limits.max_message_size {
+                    return Err(violation(close_code::MESSAGE_TOO_BIG, "message too big"));
+                }
+                assembling.buffer.extend_from_slice(&frame.payload);
+                if frame.fin {
+                    let message = self.assembling.take().map(|a| a.buffer.freeze()).unwrap_or_default();
+                    return self.on_message(message).await;
+                }
+                Ok(())
+            }
+            OpCode::Text => Err(violation(close_code::UNSUPPORTED_DATA, "text frames are not supported")),
+            OpCode::Ping => {
+                if frame.payload.len() > 125 {
+                    return Err(violation(close_code::PROTOCOL_ERROR, "control frame too long"));
+                }
+                self.outbound.pong(&frame.payload);
+                Ok(())
+            }
+            OpCode::Pong => {
+                if frame.payload.len() > 125 {
+                    return Err(violation(close_code::PROTOCOL_ERROR, "control frame too long"));
+                }
+                Ok(())
+            }
+            OpCode::Close => Err(close_frame(&frame.payload)),
+        }
+    }
+
+    /// One complete binary message: one envelope.
+    async fn on_message(&mut self, payload: Bytes) -> Result<(), ReadEnd> {
+        metrics::add(&self.core.counters().messages_received, 1);
+        if self.outbound.closing().is_some() {
+            // We are closing: no new work.
+            return Ok(());
+        }
+        let request = match self.codec.decode_request(&payload) {
+            Ok(request) => request,
+            Err(RequestError::Malformed(error)) => {
+                tracing::trace!(%error, "malformed envelope");
+                return Err(violation(close_code::INVALID_PAYLOAD, "malformed envelope"));
+            }
+            Err(error) => {
+                if let Some(reply) = error.reply() {
+                    self.reply(reply);
+                }
+                return Ok(());
+            }
+        };
+        let id = request.id;
+        match request.op {
+            ClientOp::Subscribe { room } => self.subscribe(id, room).await,
+            ClientOp::Unsubscribe { room } => self.unsubscribe(id, room).await,
+            ClientOp::Publish { room, data } => self.publish(id, room, data).await,
+        }
+        Ok(())
+    }
+
+    fn reply(&self, reply: Reply) {
+        if let crate::protocol::Outcome::Error { .. } = reply.outcome {
+            metrics::add(&self.core.counters().error_replies, 1);
+        } else if !reply.id.wants_reply() {
+            return;
+        }
+        self.outbound
+            .push(frame::reply(self.codec, &reply), Instant::now().into_std());
+    }
+
+    async fn subscribe(&mut self, id: RequestId, room: RoomName) {
+        let core = self.core.clone();
+        if self.rooms.contains(&room) {
+            let offset = core.shard.borrow().current(&room, self.codec).unwrap_or_default();
+            return self.reply(Reply::ack(id, offset));
+        }
+        let max = core.node.limits.max_rooms_per_connection;
+        if self.rooms.len() >= max {
+            return self.reply(Reply::error(
+                id,
+                ErrorCode::TooManyRooms,
+                format!("already subscribed to {max} rooms, the limit"),
+            ));
+        }
+        if core.node.shutting_down() {
+            return self.reply(Reply::error(id, ErrorCode::ShuttingDown, "node is shutting down"));
+        }
+        let subscriber = Subscriber {
+            conn: self.conn,
+            outbound: self.outbound.clone(),
+        };
+        let step = core.shard.borrow_mut().subscribe(&room, self.codec, subscriber);
+        let offset = match step {
+            SubscribeStep::Ready(offset) => Ok(offset),
+            SubscribeStep::AskHome(offset) => {
+                let home = home_core(&room, core.node.config.workers);
+                let interest = CoreMsg::Interest {
+                    room: room.clone(),
+                    codec: self.codec,
+                    core: core.id,
+                    on: true,
+                };
+                core.send_event(home, interest).await;
+                offset.await
+            }
+            SubscribeStep::Wait(offset) => offset.await,
+        };
+        match offset {
+            Ok(offset) => {
+                self.rooms.insert(room);
+                self.reply(Reply::ack(id, offset));
+            }
+            Err(_) => self.reply(Reply::error(id, ErrorCode::ShuttingDown, "node is shutting down")),
+        }
+    }
+
+    async fn unsubscribe(&mut self, id: RequestId, room: RoomName) {
+        if !self.rooms.remove(&room) {
+            return self.reply(Reply::error(id, ErrorCode::NotSubscribed, format!("not subscribed to {room}")));
+        }
+        self.leave(room).await;
+        self.reply(Reply::ack(id, Offset(0)));
+    }
+
+    /// Removes this connection from a room's local subscribers, telling the
+    /// home when it was the last one here.
+    async fn leave(&self, room: RoomName) {
+        let core = &self.core;
+        let last = core.shard.borrow_mut().unsubscribe(&room, self.codec, self.conn);
+        if last {
+            let home = home_core(&room, core.node.config.workers);
+            let interest = CoreMsg::Interest {
+                room,
+                codec: self.codec,
+                core: core.id,
+                on: false,
+            };
+            core.send_event(home, interest).await;
+        }
+    }
+
+    async fn leave_all(&mut self) {
+        for room in std::mem::take(&mut self.rooms) {
+            self.leave(room).await;
+        }
+    }
+
+    async fn publish(&mut self, id: RequestId, room: RoomName, data: Bytes) {
+        let core = &self.core;
+        let home = home_core(&room, core.node.config.workers);
+        let ack_to = id.wants_reply().then_some(AckTo {
+            core: core.id,
+            conn: self.conn,
+            request: id,
+        });
+        core.send_publish(home, PublishMsg { room, data, ack_to }).await;
+    }
+}
+
+/// The answer to a peer's close frame.
+fn close_frame(payload: &[u8]) -> ReadEnd {
+    match payload.len() {
+        0 => ReadEnd::PeerClosed(close_code::NORMAL),
+        1 => violation(close_code::PROTOCOL_ERROR, "close frame of one byte"),
+        126.. => violation(close_code::PROTOCOL_ERROR, "control frame too long"),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !peer_close_code_allowed(code) {
+                return violation(close_code::PROTOCOL_ERROR, "invalid close code");
+            }
+            if std::str::from_utf8(&payload[2..]).is_err() {
+                return violation(close_code::INVALID_PAYLOAD, "close reason is not UTF-8");
+            }
+            let _ = CloseCode::from(code);
+            ReadEnd::PeerClosed(code)
+        }
+    }
+}
+
+/// Drains the outbound queue into the socket and keeps the heartbeat, until
+/// a close has been written or the socket fails.
+async fn write_loop(mut socket: OwnedWriteHalf, outbound: Rc<Outbound>, last_seen: Rc<Cell<Instant>>, core: Rc<Core>) {
+    let limits: &Limits = &core.node.limits;
+    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    let mut next_ping = Instant::now() + limits.ping_interval;
+    let mut ping_sent: Option<Instant> = None;
+    loop {
+        let wake_at = match ping_sent {
+            Some(sent) => next_ping.min(sent + limits.pong_timeout),
+            None => next_ping,
+        };
+        tokio::select! {
+            biased;
+            () = poll_fn(|cx| outbound.poll_work(cx)) => {}
+            () = sleep_until(wake_at) => {
+                let now = Instant::now();
+                if let Some(sent) = ping_sent {
+                    if now >= sent + limits.pong_timeout {
+                        if last_seen.get() < sent {
+                            metrics::add(&core.counters().heartbeat_timeouts, 1);
+                            outbound.close(Closing {
+                                code: close_code::HEARTBEAT_TIMEOUT,
+                                reason: "heartbeat timeout",
+                                flush: false,
+                            });
+                        }
+                        ping_sent = None;
+                    }
+                }
+                if now >= next_ping {
+                    outbound.ping(b"");
+                    ping_sent = Some(now);
+                    next_ping = now + limits.ping_interval;
+                }
+                continue;
+            }
+        }
+        outbound.take(&mut batch, WRITE_BATCH_FRAMES, WRITE_BATCH_BYTES);
+        if !batch.is_empty() {
+            let data_bytes: usize = batch.iter().map(Bytes::len).sum();
+            let written = {
+                let mut write = pin!(write_all(&mut socket, &mut batch));
+                tokio::select! {
+                    result = &mut write => result,
+                    () = poll_fn(|cx| outbound.poll_closing(cx)) => {
+                        // A close was asked for while we write: finish this write
+                        // (the close frame must not cut a frame in half), briefly.
+                        timeout(limits.close_timeout, write).await.unwrap_or(Err(std::io::ErrorKind::TimedOut.into()))
+                    }
+                }
+            };
+            outbound.written(data_bytes);
+            batch.clear();
+            if written.is_err() {
+                return;
+            }
+            continue;
+        }
+        if let Some(closing) = outbound.closing() {
+            let close = frame::close(closing.code, closing.reason);
+            let _ = timeout(limits.close_timeout, socket.write_all(&close)).await;
+            let _ = socket.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Writes every frame of `batch` with as few vectored writes as the socket allows.
+async fn write_all(socket: &mut OwnedWriteHalf, batch: &mut [Bytes]) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < batch.len() {
+        let slices: Vec<IoSlice<'_>> = batch[first..].iter().map(|b| IoSlice::new(b)).collect();
+        let mut n = socket.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && first < batch.len() {
+            let len = batch[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                batch[first].advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
