@@ -144,8 +144,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
         .max_buf_size(config.max_header_bytes)
-        .max_headers(config.max_headers)
-        .keep_alive(false);
+        .max_headers(config.max_headers);
     let service_core = core.clone();
     let service = hyper::service::service_fn(move |req| handle(req, service_core.clone(), peer));
     let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
