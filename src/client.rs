@@ -144,9 +144,14 @@ impl Client {
         tokio::spawn(async move {
             let mut no_send = |_: Frame<'_>| async { Ok::<(), WebSocketError>(()) };
             loop {
-                let frame = match read.read_frame(&mut no_send).await {
-                    Ok(frame) => frame,
-                    Err(_) => break,
+                // A dropped Client drops the message receiver: stop reading,
+                // so the socket closes.
+                let frame = tokio::select! {
+                    frame = read.read_frame(&mut no_send) => match frame {
+                        Ok(frame) => frame,
+                        Err(_) => break,
+                    },
+                    () = messages_tx.closed() => break,
                 };
                 match frame.opcode {
                     OpCode::Binary => {

@@ -166,9 +166,9 @@ settings! {
     slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy::Close, env "ROOMCAST_SLOW_CONSUMER", parse parse_policy, shown "close";
     /// Capacity of each queue between workers (messages); a full one pauses the publisher.
     core_queue_capacity: usize = 4096, env "ROOMCAST_CORE_QUEUE_CAPACITY", parse parse_count, shown "4096";
-    /// Interval between server pings on an otherwise idle connection.
+    /// Interval between server pings (a ping is sent once the previous one is answered).
     ping_interval: Duration = Duration::from_secs(25), env "ROOMCAST_PING_INTERVAL", parse parse_duration, shown "25s";
-    /// Time allowed for a pong after a ping before the connection is closed (4000 `heartbeat timeout`).
+    /// Time after a ping within which the client must send something (a pong or any frame), or be closed with 4000.
     pong_timeout: Duration = Duration::from_secs(20), env "ROOMCAST_PONG_TIMEOUT", parse parse_duration, shown "20s";
     /// On shutdown, closes (1012) are spread over this period so clients do not reconnect at once.
     drain_period: Duration = Duration::from_secs(5), env "ROOMCAST_DRAIN_PERIOD", parse parse_duration, shown "5s";

@@ -20,7 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::protocol::{Codec, Offset, RoomName};
+use crate::protocol::{frame, Codec, Offset, Reply, RequestId, RoomName};
 use crate::transport::outbound::{Outbound, Pushed};
 
 use super::{ConnId, Frames};
@@ -34,7 +34,17 @@ pub struct Subscriber {
 
 struct Waiter {
     subscriber: Subscriber,
+    request: RequestId,
     offset: oneshot::Sender<Offset>,
+}
+
+/// Queues the subscribe acknowledgement ahead of any delivery, so a client
+/// always learns its starting offset before the first message after it.
+fn acknowledge(subscriber: &Subscriber, codec: Codec, request: RequestId, offset: Offset, now: Instant) {
+    if request.wants_reply() {
+        let ack = frame::reply(codec, &Reply::ack(request, offset));
+        subscriber.outbound.reply(ack, now);
+    }
 }
 
 enum Slot {
@@ -76,22 +86,40 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Adds a subscriber of `room` in `codec`.
-    pub fn subscribe(&mut self, room: &RoomName, codec: Codec, subscriber: Subscriber) -> SubscribeStep {
+    /// Adds a subscriber of `room` in `codec`. The acknowledgement of
+    /// `request` (with the starting offset) is queued to the subscriber as it
+    /// becomes active, before any delivery.
+    pub fn subscribe(
+        &mut self,
+        room: &RoomName,
+        codec: Codec,
+        subscriber: Subscriber,
+        request: RequestId,
+        now: Instant,
+    ) -> SubscribeStep {
         let slot = &mut self.rooms.entry(room.clone()).or_default().by_codec[codec.index()];
         match slot {
             Some(Slot::Active { last, subscribers }) => {
+                acknowledge(&subscriber, codec, request, *last, now);
                 subscribers.push(subscriber);
                 SubscribeStep::Ready(*last)
             }
             Some(Slot::Pending(waiters)) => {
                 let (tx, rx) = oneshot::channel();
-                waiters.push(Waiter { subscriber, offset: tx });
+                waiters.push(Waiter {
+                    subscriber,
+                    request,
+                    offset: tx,
+                });
                 SubscribeStep::Wait(rx)
             }
             None => {
                 let (tx, rx) = oneshot::channel();
-                *slot = Some(Slot::Pending(vec![Waiter { subscriber, offset: tx }]));
+                *slot = Some(Slot::Pending(vec![Waiter {
+                    subscriber,
+                    request,
+                    offset: tx,
+                }]));
                 SubscribeStep::AskHome(rx)
             }
         }
@@ -99,12 +127,13 @@ impl Shard {
 
     /// The home acknowledged this core's interest: waiting subscribers become
     /// active at `offset` and learn it.
-    pub fn activate(&mut self, room: &RoomName, codec: Codec, offset: Offset) {
+    pub fn activate(&mut self, room: &RoomName, codec: Codec, offset: Offset, now: Instant) {
         let Some(local) = self.rooms.get_mut(room) else { return };
         let slot = &mut local.by_codec[codec.index()];
         if let Some(Slot::Pending(waiters)) = slot.take() {
             let mut subscribers = Vec::with_capacity(waiters.len());
             for waiter in waiters {
+                acknowledge(&waiter.subscriber, codec, waiter.request, offset, now);
                 // A waiter whose session is gone just misses its answer.
                 let _ = waiter.offset.send(offset);
                 subscribers.push(waiter.subscriber);
@@ -206,21 +235,27 @@ mod tests {
         let mut shard = Shard::default();
         let room = RoomName::new("chat").unwrap();
         let (a, b) = (subscriber(1), subscriber(2));
-        let SubscribeStep::AskHome(mut rx_a) = shard.subscribe(&room, Codec::MsgPack, a.clone()) else {
+        let SubscribeStep::AskHome(mut rx_a) = shard.subscribe(&room, Codec::MsgPack, a.clone(), RequestId(1), Instant::now()) else {
             panic!("first subscriber must ask the home")
         };
-        let SubscribeStep::Wait(mut rx_b) = shard.subscribe(&room, Codec::MsgPack, b.clone()) else {
+        let SubscribeStep::Wait(mut rx_b) = shard.subscribe(&room, Codec::MsgPack, b.clone(), RequestId(0), Instant::now()) else {
             panic!("second subscriber must wait")
         };
         // A delivery that predates the acknowledgement is ignored.
         let now = Instant::now();
         assert_eq!(shard.deliver(&room, Offset(7), &frames(b"old"), now).delivered, 0);
-        shard.activate(&room, Codec::MsgPack, Offset(7));
+        shard.activate(&room, Codec::MsgPack, Offset(7), now);
         assert_eq!(rx_a.try_recv(), Ok(Offset(7)));
         assert_eq!(rx_b.try_recv(), Ok(Offset(7)));
         assert_eq!(shard.deliver(&room, Offset(8), &frames(b"new"), now).delivered, 2);
-        assert_eq!(a.outbound.len(), 1);
-        assert!(matches!(shard.subscribe(&room, Codec::MsgPack, subscriber(3)), SubscribeStep::Ready(Offset(8))));
+        // a asked with an id: its acknowledgement comes first, then the delivery.
+        let mut queued = Vec::new();
+        a.outbound.take(&mut queued, 10, usize::MAX);
+        assert_eq!(queued.len(), 2);
+        assert_eq!(&queued[1][..], b"new");
+        assert_eq!(b.outbound.len(), 1, "b asked with id 0: no acknowledgement");
+        let late = shard.subscribe(&room, Codec::MsgPack, subscriber(3), RequestId(2), now);
+        assert!(matches!(late, SubscribeStep::Ready(Offset(8))));
     }
 
     #[test]
@@ -228,9 +263,10 @@ mod tests {
         let mut shard = Shard::default();
         let room = RoomName::new("chat").unwrap();
         let a = subscriber(1);
-        let _ = shard.subscribe(&room, Codec::Proto, a.clone());
-        shard.activate(&room, Codec::Proto, Offset(0));
-        let _ = shard.subscribe(&room, Codec::Proto, subscriber(2));
+        let now = Instant::now();
+        let _ = shard.subscribe(&room, Codec::Proto, a.clone(), RequestId(0), now);
+        shard.activate(&room, Codec::Proto, Offset(0), now);
+        let _ = shard.subscribe(&room, Codec::Proto, subscriber(2), RequestId(0), now);
         assert!(!shard.unsubscribe(&room, Codec::Proto, ConnId(1)));
         assert!(shard.unsubscribe(&room, Codec::Proto, ConnId(2)));
         assert!(!shard.unsubscribe(&room, Codec::Proto, ConnId(2)));

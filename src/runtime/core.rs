@@ -127,7 +127,9 @@ impl Core {
                 }
             }
             CoreMsg::InterestAck { room, codec, offset } => {
-                self.shard.borrow_mut().activate(&room, codec, offset);
+                self.shard
+                    .borrow_mut()
+                    .activate(&room, codec, offset, Instant::now().into_std());
             }
             CoreMsg::Deliver { room, offset, frames } => {
                 let now = Instant::now().into_std();
@@ -176,7 +178,7 @@ impl Core {
         let sessions = self.sessions.borrow();
         if let Some(session) = sessions.get(&conn) {
             let frame = frame::reply(session.codec, &Reply::ack(request, offset));
-            session.outbound.push(frame, Instant::now().into_std());
+            session.outbound.reply(frame, Instant::now().into_std());
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Closing {
 struct Queued {
     frame: Bytes,
     at: Instant,
+    /// Deliveries may be dropped under `drop-oldest` (the offset gap shows
+    /// it); replies never are (a request gets exactly one reply).
+    droppable: bool,
 }
 
 struct State {
@@ -82,9 +85,19 @@ impl Outbound {
         }
     }
 
-    /// Queues a data frame (a delivery or a reply), applying the policy if it
-    /// does not fit.
+    /// Queues a delivery, applying the slow-consumer policy if it does not fit.
     pub fn push(&self, frame: Bytes, now: Instant) -> Pushed {
+        self.enqueue(frame, now, true)
+    }
+
+    /// Queues a reply. Under the same bound as deliveries, but `drop-oldest`
+    /// never drops a reply: when only replies are left to drop, the
+    /// connection is closed as under `close`.
+    pub fn reply(&self, frame: Bytes, now: Instant) -> Pushed {
+        self.enqueue(frame, now, false)
+    }
+
+    fn enqueue(&self, frame: Bytes, now: Instant, droppable: bool) -> Pushed {
         let mut state = self.state.borrow_mut();
         if state.closing.is_some() {
             return Pushed::Refused;
@@ -97,32 +110,36 @@ impl Outbound {
         };
         let mut result = Pushed::Queued;
         if over(&state, frame.len()) {
-            match limits.policy {
-                SlowConsumerPolicy::Close => {
-                    state.bytes -= state.frames.drain(..).map(|q| q.frame.len()).sum::<usize>();
-                    state.closing = Some(Closing {
-                        code: close_code::TRY_AGAIN_LATER,
-                        reason: "slow consumer",
-                        flush: false,
-                    });
-                    drop(state);
-                    self.wake();
-                    return Pushed::ClosedSlow;
-                }
-                SlowConsumerPolicy::DropOldest => {
-                    let mut dropped = 0;
-                    while over(&state, frame.len()) {
-                        let Some(old) = state.frames.pop_front() else { break };
+            let mut dropped = 0;
+            if limits.policy == SlowConsumerPolicy::DropOldest {
+                while over(&state, frame.len()) {
+                    let Some(at) = state.frames.iter().position(|q| q.droppable) else { break };
+                    if let Some(old) = state.frames.remove(at) {
                         state.bytes -= old.frame.len();
                         dropped += 1;
                     }
-                    result = Pushed::DroppedOldest(dropped);
                 }
             }
+            if over(&state, frame.len()) && !(state.frames.is_empty() && dropped > 0) {
+                state.bytes -= state.frames.drain(..).map(|q| q.frame.len()).sum::<usize>();
+                state.closing = Some(Closing {
+                    code: close_code::TRY_AGAIN_LATER,
+                    reason: "slow consumer",
+                    flush: false,
+                });
+                drop(state);
+                self.wake();
+                return Pushed::ClosedSlow;
+            }
+            result = Pushed::DroppedOldest(dropped);
         }
         let was_empty = state.frames.is_empty();
         state.bytes += frame.len();
-        state.frames.push_back(Queued { frame, at: now });
+        state.frames.push_back(Queued {
+            frame,
+            at: now,
+            droppable,
+        });
         drop(state);
         if was_empty {
             self.wake();
@@ -272,6 +289,21 @@ mod tests {
         out.take(&mut batch, 10, usize::MAX);
         assert_eq!(out.bytes(), 600);
         assert_eq!(out.push(Bytes::from(vec![0; 600]), now), Pushed::ClosedSlow);
+    }
+
+    #[test]
+    fn drop_oldest_never_drops_a_reply_and_closes_when_only_replies_are_left() {
+        let out = Outbound::new(limits(SlowConsumerPolicy::DropOldest));
+        let now = Instant::now();
+        out.reply(Bytes::from(vec![1; 400]), now);
+        out.push(Bytes::from(vec![2; 400]), now);
+        assert_eq!(out.push(Bytes::from(vec![3; 400]), now), Pushed::DroppedOldest(1));
+        let mut batch = Vec::new();
+        out.take(&mut batch, 10, usize::MAX);
+        assert_eq!((batch[0][0], batch[1][0]), (1, 3), "the reply survives, the oldest delivery goes");
+        let out = Outbound::new(limits(SlowConsumerPolicy::DropOldest));
+        out.reply(Bytes::from(vec![1; 600]), now);
+        assert_eq!(out.reply(Bytes::from(vec![1; 600]), now), Pushed::ClosedSlow);
     }
 
     #[test]

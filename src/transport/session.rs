@@ -271,7 +271,7 @@ impl Session {
             return;
         }
         self.outbound
-            .push(frame::reply(self.codec, &reply), Instant::now().into_std());
+            .reply(frame::reply(self.codec, &reply), Instant::now().into_std());
     }
 
     async fn subscribe(&mut self, id: RequestId, room: RoomName) {
@@ -295,7 +295,9 @@ impl Session {
             conn: self.conn,
             outbound: self.outbound.clone(),
         };
-        let step = core.shard.borrow_mut().subscribe(&room, self.codec, subscriber);
+        // The shard queues the acknowledgement itself, ahead of any delivery.
+        let now = Instant::now().into_std();
+        let step = core.shard.borrow_mut().subscribe(&room, self.codec, subscriber, id, now);
         let offset = match step {
             SubscribeStep::Ready(offset) => Ok(offset),
             SubscribeStep::AskHome(offset) => {
@@ -312,9 +314,8 @@ impl Session {
             SubscribeStep::Wait(offset) => offset.await,
         };
         match offset {
-            Ok(offset) => {
+            Ok(_) => {
                 self.rooms.insert(room);
-                self.reply(Reply::ack(id, offset));
             }
             Err(_) => self.reply(Reply::error(id, ErrorCode::ShuttingDown, "node is shutting down")),
         }
@@ -391,8 +392,10 @@ async fn write_loop(mut socket: OwnedWriteHalf, outbound: Rc<Outbound>, last_see
     let mut next_ping = Instant::now() + limits.ping_interval;
     let mut ping_sent: Option<Instant> = None;
     loop {
+        // One ping outstanding at a time: the next is sent once it is answered
+        // (or the connection is closed for not answering).
         let wake_at = match ping_sent {
-            Some(sent) => next_ping.min(sent + limits.pong_timeout),
+            Some(sent) => sent + limits.pong_timeout,
             None => next_ping,
         };
         tokio::select! {
@@ -400,23 +403,21 @@ async fn write_loop(mut socket: OwnedWriteHalf, outbound: Rc<Outbound>, last_see
             () = poll_fn(|cx| outbound.poll_work(cx)) => {}
             () = sleep_until(wake_at) => {
                 let now = Instant::now();
-                if let Some(sent) = ping_sent {
-                    if now >= sent + limits.pong_timeout {
-                        if last_seen.get() < sent {
-                            metrics::add(&core.counters().heartbeat_timeouts, 1);
-                            outbound.close(Closing {
-                                code: close_code::HEARTBEAT_TIMEOUT,
-                                reason: "heartbeat timeout",
-                                flush: false,
-                            });
-                        }
-                        ping_sent = None;
+                match ping_sent.take() {
+                    Some(sent) if last_seen.get() < sent => {
+                        metrics::add(&core.counters().heartbeat_timeouts, 1);
+                        outbound.close(Closing {
+                            code: close_code::HEARTBEAT_TIMEOUT,
+                            reason: "heartbeat timeout",
+                            flush: false,
+                        });
                     }
-                }
-                if now >= next_ping {
-                    outbound.ping(b"");
-                    ping_sent = Some(now);
-                    next_ping = now + limits.ping_interval;
+                    Some(_) => {}
+                    None => {
+                        outbound.ping(b"");
+                        ping_sent = Some(now);
+                        next_ping = now + limits.ping_interval;
+                    }
                 }
                 continue;
             }

@@ -116,12 +116,30 @@ impl RawFrame {
     }
 }
 
-/// Sends a raw HTTP request and returns the whole response head (and any body read with it).
+/// Sends a raw HTTP request and returns the response head and body (read
+/// up to its Content-Length, or until the server closes).
 pub async fn http_request(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if response.len() >= end + 4 + length {
+                break;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
     String::from_utf8_lossy(&response).into_owned()
 }
 
