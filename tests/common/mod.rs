@@ -153,7 +153,18 @@ pub fn handshake(path: &str, extra: &str) -> String {
 impl RawWs {
     /// Upgrades with the given extra header lines (e.g. a subprotocol offer).
     pub async fn connect(addr: SocketAddr, extra: &str) -> RawWs {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        RawWs::upgrade(TcpStream::connect(addr).await.unwrap(), extra).await
+    }
+
+    /// Upgrades over a socket with a tiny receive buffer, so that a client
+    /// that stops reading backs up into the server's queue quickly.
+    pub async fn connect_small_buffer(addr: SocketAddr) -> RawWs {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        RawWs::upgrade(socket.connect(addr).await.unwrap(), "").await
+    }
+
+    async fn upgrade(mut stream: TcpStream, extra: &str) -> RawWs {
         stream.write_all(handshake("/ws", extra).as_bytes()).await.unwrap();
         let mut buffer = Vec::new();
         let mut chunk = [0u8; 4096];
