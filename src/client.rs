@@ -31,7 +31,9 @@ use hyper::Request;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::{ClientOp, ClientRequest, Codec, Offset, Outcome, RequestId, RoomName, ServerEvent};
+use crate::protocol::{
+    ClientOp, ClientRequest, Codec, Offset, Outcome, RequestId, RoomName, ServerEvent,
+};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,7 +104,11 @@ impl Client {
     }
 
     /// Connects with explicit options.
-    pub async fn connect_with(addr: SocketAddr, codec: Codec, options: ClientOptions) -> Result<Client, ClientError> {
+    pub async fn connect_with(
+        addr: SocketAddr,
+        codec: Codec,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
@@ -111,7 +117,10 @@ impl Client {
             .header(HOST, addr.to_string())
             .header(UPGRADE, "websocket")
             .header(CONNECTION, "upgrade")
-            .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
+            .header(
+                "Sec-WebSocket-Key",
+                fastwebsockets::handshake::generate_key(),
+            )
             .header("Sec-WebSocket-Version", "13")
             .header(SEC_WEBSOCKET_PROTOCOL, codec.subprotocol())
             .body(Empty::<Bytes>::new())
@@ -161,13 +170,20 @@ impl Client {
                         };
                         match codec.decode_server(&payload) {
                             Ok(ServerEvent::Reply(reply)) => {
-                                let waiter = reader_pending.lock().ok().and_then(|mut p| p.remove(&reply.id.0));
+                                let waiter = reader_pending
+                                    .lock()
+                                    .ok()
+                                    .and_then(|mut p| p.remove(&reply.id.0));
                                 if let Some(waiter) = waiter {
                                     let _ = waiter.send(reply.outcome);
                                 }
                             }
                             Ok(ServerEvent::Message { room, offset, data }) => {
-                                if messages_tx.send(Message { room, offset, data }).await.is_err() {
+                                if messages_tx
+                                    .send(Message { room, offset, data })
+                                    .await
+                                    .is_err()
+                                {
                                     break;
                                 }
                             }
@@ -225,7 +241,10 @@ impl Client {
 
     async fn send_envelope(&self, envelope: Vec<u8>) -> Result<(), ClientError> {
         let frame = Frame::binary(Payload::Owned(envelope));
-        self.outgoing.send(frame).await.map_err(|_| self.closed_error())
+        self.outgoing
+            .send(frame)
+            .await
+            .map_err(|_| self.closed_error())
     }
 
     /// Sends raw bytes as one binary message (for tests of bad input).
@@ -240,7 +259,10 @@ impl Client {
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(id, tx);
         }
-        let envelope = self.codec.encode_request(&ClientRequest { id: RequestId(id), op });
+        let envelope = self.codec.encode_request(&ClientRequest {
+            id: RequestId(id),
+            op,
+        });
         self.send_envelope(envelope).await?;
         match rx.await {
             Ok(Outcome::Ack { offset }) => Ok(offset),
@@ -258,23 +280,37 @@ impl Client {
     /// Unsubscribes from `room`.
     pub async fn unsubscribe(&self, room: &str) -> Result<(), ClientError> {
         let room = RoomName::new(room)?;
-        self.request(ClientOp::Unsubscribe { room }).await.map(|_| ())
+        self.request(ClientOp::Unsubscribe { room })
+            .await
+            .map(|_| ())
     }
 
     /// Publishes and waits for the offset the room gave the publication.
     pub async fn publish(&self, room: &str, data: impl Into<Bytes>) -> Result<Offset, ClientError> {
         let room = RoomName::new(room)?;
-        self.request(ClientOp::Publish { room, data: data.into() }).await
+        self.request(ClientOp::Publish {
+            room,
+            data: data.into(),
+        })
+        .await
     }
 
     /// Publishes without asking for a reply (fire-and-forget).
-    pub async fn publish_nowait(&self, room: &str, data: impl Into<Bytes>) -> Result<(), ClientError> {
+    pub async fn publish_nowait(
+        &self,
+        room: &str,
+        data: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
         let room = RoomName::new(room)?;
         let request = ClientRequest {
             id: RequestId(0),
-            op: ClientOp::Publish { room, data: data.into() },
+            op: ClientOp::Publish {
+                room,
+                data: data.into(),
+            },
         };
-        self.send_envelope(self.codec.encode_request(&request)).await
+        self.send_envelope(self.codec.encode_request(&request))
+            .await
     }
 
     /// The next delivered message; `None` once the connection is closed and

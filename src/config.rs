@@ -30,11 +30,14 @@ pub enum ConfigError {
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|e| format!("{e} (expected HOST:PORT, e.g. 127.0.0.1:8080)"))
+    s.parse()
+        .map_err(|e| format!("{e} (expected HOST:PORT, e.g. 127.0.0.1:8080)"))
 }
 
 fn parse_count(s: &str) -> Result<usize, String> {
-    s.replace('_', "").parse().map_err(|e| format!("{e} (expected a whole number)"))
+    s.replace('_', "")
+        .parse()
+        .map_err(|e| format!("{e} (expected a whole number)"))
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -190,7 +193,11 @@ pub const MAX_WORKERS: usize = 128;
 
 /// `roomcast`'s command line.
 #[derive(Debug, Parser)]
-#[command(name = "roomcast", version, about = "A binary-protocol WebSocket broker: rooms, encode-once fan-out, bounded queues.")]
+#[command(
+    name = "roomcast",
+    version,
+    about = "A binary-protocol WebSocket broker: rooms, encode-once fan-out, bounded queues."
+)]
 pub struct Cli {
     /// TOML file with settings (keys as below, without the leading dashes).
     #[arg(long, env = "ROOMCAST_CONFIG", global = true)]
@@ -212,16 +219,21 @@ pub enum Command {
 
 impl Config {
     /// Resolves flags and environment (already in `args`) over the file over defaults.
-    pub fn resolve(mut args: SettingArgs, file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    pub fn resolve(
+        mut args: SettingArgs,
+        file: Option<&std::path::Path>,
+    ) -> Result<Config, ConfigError> {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
                 path: path.to_owned(),
                 reason: e.to_string(),
             })?;
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.to_owned(),
+                        reason: e.to_string(),
+                    })?;
             args.fill_from_file(&table)?;
         }
         let config = args.resolve();
@@ -241,7 +253,10 @@ impl Config {
             return invalid("workers", "must be between 1 and 128");
         }
         if self.max_header_bytes < 8192 {
-            return invalid("max_header_bytes", "must be at least 8192 (hyper's minimum)");
+            return invalid(
+                "max_header_bytes",
+                "must be at least 8192 (hyper's minimum)",
+            );
         }
         if self.max_headers == 0 {
             return invalid("max_headers", "must be at least 1");

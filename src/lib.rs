@@ -38,15 +38,15 @@
 //!
 //! docs/ARCHITECTURE.md tells the same story with the invariants.
 
+pub mod client;
 pub mod config;
+pub mod engine;
 pub mod limits;
-pub mod runtime;
-pub mod transport;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
-pub mod engine;
-pub mod metrics;
-pub mod client;
+pub mod runtime;
+pub mod transport;
 
 pub use config::Config;
 pub use runtime::{run, Server, StartError};

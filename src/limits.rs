@@ -28,7 +28,9 @@ impl FromStr for SlowConsumerPolicy {
         match s {
             "close" => Ok(SlowConsumerPolicy::Close),
             "drop-oldest" | "drop_oldest" => Ok(SlowConsumerPolicy::DropOldest),
-            _ => Err(format!("{s:?} is not a policy (expected close or drop-oldest)")),
+            _ => Err(format!(
+                "{s:?} is not a policy (expected close or drop-oldest)"
+            )),
         }
     }
 }

@@ -62,22 +62,68 @@ async fn frames_that_break_the_protocol_close_with_the_documented_code() {
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("text frame", RawWs::frame(0x81, b"{}"), 1003),
         ("fragmented text frame", RawWs::frame(0x01, b"{"), 1003),
-        ("undecodable envelope", RawWs::frame(0x82, &[0xc1, 0x00]), 1007),
-        ("envelope that is not a map", RawWs::frame(0x82, &[0x2a]), 1007),
-        ("room of the wrong type", RawWs::frame(0x82, &[0x81, 0xa9, b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4, b'r', b'o', b'o', b'm', 0x07]), 1007),
-        ("message over max_message_size", RawWs::frame(0x82, &vec![0u8; 2000]), 1009),
-        ("continuation without a message", RawWs::frame(0x80, b"x"), 1002),
+        (
+            "undecodable envelope",
+            RawWs::frame(0x82, &[0xc1, 0x00]),
+            1007,
+        ),
+        (
+            "envelope that is not a map",
+            RawWs::frame(0x82, &[0x2a]),
+            1007,
+        ),
+        (
+            "room of the wrong type",
+            RawWs::frame(
+                0x82,
+                &[
+                    0x81, 0xa9, b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4,
+                    b'r', b'o', b'o', b'm', 0x07,
+                ],
+            ),
+            1007,
+        ),
+        (
+            "message over max_message_size",
+            RawWs::frame(0x82, &vec![0u8; 2000]),
+            1009,
+        ),
+        (
+            "continuation without a message",
+            RawWs::frame(0x80, b"x"),
+            1002,
+        ),
         ("reserved bit set", RawWs::frame(0xC2, b"x"), 1002),
         ("unknown opcode", RawWs::frame(0x83, b"x"), 1002),
         ("ping over 125 bytes", RawWs::frame(0x89, &[0u8; 126]), 1002),
         ("fragmented ping", RawWs::frame(0x09, b"x"), 1002),
         ("pong over 125 bytes", RawWs::frame(0x8A, &[0u8; 126]), 1002),
         ("close frame of one byte", RawWs::frame(0x88, &[0x03]), 1002),
-        ("close code 999", RawWs::frame(0x88, &999u16.to_be_bytes()), 1002),
-        ("close code 1005", RawWs::frame(0x88, &1005u16.to_be_bytes()), 1002),
-        ("close reason not UTF-8", RawWs::frame(0x88, &[0x03, 0xe8, 0xff, 0xfe]), 1007),
-        ("valid close is echoed", RawWs::frame(0x88, &[0x03, 0xe8, b'o', b'k']), 1000),
-        ("close 4321 is echoed", RawWs::frame(0x88, &4321u16.to_be_bytes()), 4321),
+        (
+            "close code 999",
+            RawWs::frame(0x88, &999u16.to_be_bytes()),
+            1002,
+        ),
+        (
+            "close code 1005",
+            RawWs::frame(0x88, &1005u16.to_be_bytes()),
+            1002,
+        ),
+        (
+            "close reason not UTF-8",
+            RawWs::frame(0x88, &[0x03, 0xe8, 0xff, 0xfe]),
+            1007,
+        ),
+        (
+            "valid close is echoed",
+            RawWs::frame(0x88, &[0x03, 0xe8, b'o', b'k']),
+            1000,
+        ),
+        (
+            "close 4321 is echoed",
+            RawWs::frame(0x88, &4321u16.to_be_bytes()),
+            4321,
+        ),
     ];
     for (case, bytes, code) in cases {
         assert_eq!(closes_with(&broker, &bytes).await, Some(code), "{case}");
@@ -86,15 +132,27 @@ async fn frames_that_break_the_protocol_close_with_the_documented_code() {
     // fragments, and a reassembled message over the size limit.
     let mut inside = RawWs::frame(0x02, b"a");
     inside.extend(RawWs::frame(0x82, b"b"));
-    assert_eq!(closes_with(&broker, &inside).await, Some(1002), "data frame inside a fragmented message");
+    assert_eq!(
+        closes_with(&broker, &inside).await,
+        Some(1002),
+        "data frame inside a fragmented message"
+    );
     let mut many = RawWs::frame(0x02, b"a");
     for _ in 0..4 {
         many.extend(RawWs::frame(0x00, b"a"));
     }
-    assert_eq!(closes_with(&broker, &many).await, Some(1009), "more than max_fragments fragments");
+    assert_eq!(
+        closes_with(&broker, &many).await,
+        Some(1009),
+        "more than max_fragments fragments"
+    );
     let mut big = RawWs::frame(0x02, &[0u8; 600]);
     big.extend(RawWs::frame(0x80, &[0u8; 600]));
-    assert_eq!(closes_with(&broker, &big).await, Some(1009), "reassembled message over the limit");
+    assert_eq!(
+        closes_with(&broker, &big).await,
+        Some(1009),
+        "reassembled message over the limit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,20 +172,37 @@ async fn requests_with_bad_fields_get_error_replies_and_the_connection_stays() {
     let broker = Broker::start_with(small_limits());
     let mut ws = RawWs::connect(broker.addr, "").await;
     // {"id": 5, "frobnicate": {}}
-    let unknown = [0x82, 0xa2, b'i', b'd', 0x05, 0xaa, b'f', b'r', b'o', b'b', b'n', b'i', b'c', b'a', b't', b'e', 0x80];
+    let unknown = [
+        0x82, 0xa2, b'i', b'd', 0x05, 0xaa, b'f', b'r', b'o', b'b', b'n', b'i', b'c', b'a', b't',
+        b'e', 0x80,
+    ];
     ws.send_binary(&unknown).await;
     assert_eq!(reply_code(&mut ws).await, Some(100), "unknown operation");
     // {"id": 6, "subscribe": {"room": "a"}, "unsubscribe": {"room": "a"}}
     let mut two = vec![0x83, 0xa2, b'i', b'd', 0x06];
-    two.extend([0xa9, b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4, b'r', b'o', b'o', b'm', 0xa1, b'a']);
-    two.extend([0xab, b'u', b'n', b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4, b'r', b'o', b'o', b'm', 0xa1, b'a']);
+    two.extend([
+        0xa9, b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4, b'r', b'o', b'o',
+        b'm', 0xa1, b'a',
+    ]);
+    two.extend([
+        0xab, b'u', b'n', b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4, b'r',
+        b'o', b'o', b'm', 0xa1, b'a',
+    ]);
     ws.send_binary(&two).await;
     assert_eq!(reply_code(&mut ws).await, Some(101), "two operations");
     for bad_room in ["", "has space", "star*", "ctrl\u{1}"] {
         // Built by hand: the client library refuses such names itself.
         let mut envelope = vec![0x82, 0xa2, b'i', b'd', 0x07, 0xa9];
         envelope.extend_from_slice(b"subscribe");
-        envelope.extend([0x81, 0xa4, b'r', b'o', b'o', b'm', 0xa0 | bad_room.len() as u8]);
+        envelope.extend([
+            0x81,
+            0xa4,
+            b'r',
+            b'o',
+            b'o',
+            b'm',
+            0xa0 | bad_room.len() as u8,
+        ]);
         envelope.extend_from_slice(bad_room.as_bytes());
         ws.send_binary(&envelope).await;
         assert_eq!(reply_code(&mut ws).await, Some(102), "room {bad_room:?}");
@@ -159,10 +234,17 @@ async fn requests_with_bad_fields_get_error_replies_and_the_connection_stays() {
     assert_eq!(reply_code(&mut ws).await, Some(103), "too many rooms");
     // An error in a fire-and-forget publish is still reported (with id 0).
     let mut bad_publish = publish(0, "ok", b"x");
-    let at = bad_publish.windows(3).position(|w| w == [0xa2, b'o', b'k']).unwrap();
+    let at = bad_publish
+        .windows(3)
+        .position(|w| w == [0xa2, b'o', b'k'])
+        .unwrap();
     bad_publish.splice(at..at + 3, [0xa3, b'o', b' ', b'k']);
     ws.send_binary(&bad_publish).await;
-    assert_eq!(reply_code(&mut ws).await, Some(102), "fire-and-forget publish to a bad room");
+    assert_eq!(
+        reply_code(&mut ws).await,
+        Some(102),
+        "fire-and-forget publish to a bad room"
+    );
     // And the connection still works.
     ws.send_binary(&publish(30, "r1", b"still here")).await;
     let mut saw_ack = false;
@@ -200,7 +282,10 @@ async fn a_ping_is_answered_with_its_payload() {
     let mut ws = RawWs::connect(broker.addr, "").await;
     ws.send_bytes(&RawWs::frame(0x89, b"are you there")).await;
     let pong = ws.read_frame().await.unwrap();
-    assert_eq!((pong.opcode, pong.payload.as_slice()), (0xA, &b"are you there"[..]));
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (0xA, &b"are you there"[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +304,10 @@ async fn a_client_that_never_answers_pings_is_closed_with_4000_and_one_that_does
     // The client library answers pings, so it is still connected well after the timeout.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let publisher = broker.client(Codec::MsgPack).await;
-    publisher.publish("beat", b"still alive".to_vec()).await.unwrap();
+    publisher
+        .publish("beat", b"still alive".to_vec())
+        .await
+        .unwrap();
     assert_eq!(&next(&mut alive).await.data[..], b"still alive");
     assert!(broker.server().stats().heartbeat_timeouts >= 1);
 }
@@ -240,7 +328,10 @@ async fn bad_clients_never_cost_a_good_subscriber_a_message() {
     for round in 0..20u8 {
         let bad = &abuse[usize::from(round) % abuse.len()];
         let _ = closes_with(&broker, bad).await;
-        publisher.publish_nowait("steady", vec![round]).await.unwrap();
+        publisher
+            .publish_nowait("steady", vec![round])
+            .await
+            .unwrap();
     }
     publisher.publish("steady", vec![255]).await.unwrap();
     for round in 0..20u64 {
@@ -259,13 +350,32 @@ async fn http_answers_before_the_upgrade() {
         ..config()
     });
     let addr = broker.addr;
-    let other_path = http_request(addr, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let other_path = http_request(
+        addr,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(other_path.starts_with("HTTP/1.1 404"), "{other_path}");
-    let plain = http_request(addr, b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let plain = http_request(
+        addr,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
-    let unknown = http_request(addr, common::handshake("/ws", "Sec-WebSocket-Protocol: chat, mqtt\r\nConnection: close\r\n").as_bytes()).await;
+    let unknown = http_request(
+        addr,
+        common::handshake(
+            "/ws",
+            "Sec-WebSocket-Protocol: chat, mqtt\r\nConnection: close\r\n",
+        )
+        .as_bytes(),
+    )
+    .await;
     assert!(unknown.starts_with("HTTP/1.1 400"), "{unknown}");
-    assert!(unknown.contains("roomcast.v1.msgpack") && unknown.contains("roomcast.v1.proto"), "{unknown}");
+    assert!(
+        unknown.contains("roomcast.v1.msgpack") && unknown.contains("roomcast.v1.proto"),
+        "{unknown}"
+    );
     let non_ascii = http_request(addr, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: r\u{e9}\r\n\r\n".as_bytes()).await;
     assert!(non_ascii.starts_with("HTTP/1.1 400"), "{non_ascii}");
     let bad_version = http_request(addr, b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n").await;
@@ -277,11 +387,27 @@ async fn http_answers_before_the_upgrade() {
     let too_big = http_request(addr, common::handshake("/ws", &huge).as_bytes()).await;
     assert!(too_big.starts_with("HTTP/1.1 431"), "{too_big}");
     // Offered subprotocols: the one we speak is echoed.
-    let proto = http_request(addr, common::handshake("/ws", "Sec-WebSocket-Protocol: mqtt, roomcast.v1.proto\r\n").as_bytes()).await;
+    let proto = http_request(
+        addr,
+        common::handshake("/ws", "Sec-WebSocket-Protocol: mqtt, roomcast.v1.proto\r\n").as_bytes(),
+    )
+    .await;
     assert!(proto.starts_with("HTTP/1.1 101"), "{proto}");
-    assert!(proto.to_ascii_lowercase().contains("sec-websocket-protocol: roomcast.v1.proto"), "{proto}");
-    let stats = http_request(addr, b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    assert!(stats.starts_with("HTTP/1.1 200") && stats.contains("\"deliveries\""), "{stats}");
+    assert!(
+        proto
+            .to_ascii_lowercase()
+            .contains("sec-websocket-protocol: roomcast.v1.proto"),
+        "{proto}"
+    );
+    let stats = http_request(
+        addr,
+        b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        stats.starts_with("HTTP/1.1 200") && stats.contains("\"deliveries\""),
+        "{stats}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +418,10 @@ async fn a_handshake_that_never_completes_is_dropped_at_the_timeout() {
         ..config()
     });
     let mut stream = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
-    stream.write_all(b"GET /ws HTTP/1.1\r\nHost: slow\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: slow\r\n")
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;

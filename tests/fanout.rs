@@ -22,7 +22,9 @@ async fn subscribers(broker: &Broker, room: &str, count: usize) -> Vec<(Client, 
                 message_buffer: 1 << 16,
                 ..ClientOptions::default()
             };
-            let client = Client::connect_with(addr, codec, options).await.expect("connects");
+            let client = Client::connect_with(addr, codec, options)
+                .await
+                .expect("connects");
             let start = client.subscribe(&room).await.expect("subscribes");
             (client, start)
         });
@@ -42,7 +44,10 @@ async fn a_thousand_subscribers_each_receive_every_message_once_in_order() {
     let publisher = broker.client(Codec::MsgPack).await;
     const MESSAGES: u64 = 100;
     for i in 0..MESSAGES {
-        publisher.publish_nowait(&room, i.to_be_bytes().to_vec()).await.unwrap();
+        publisher
+            .publish_nowait(&room, i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
     }
     let last = publisher.publish(&room, b"end".to_vec()).await.unwrap();
     let mut checking = JoinSet::new();
@@ -57,7 +62,11 @@ async fn a_thousand_subscribers_each_receive_every_message_once_in_order() {
                     return;
                 }
                 let n = u64::from_be_bytes(message.data[..].try_into().unwrap());
-                assert_eq!(message.offset.0 - start.0 - 1, n, "payload matches its offset");
+                assert_eq!(
+                    message.offset.0 - start.0 - 1,
+                    n,
+                    "payload matches its offset"
+                );
                 expected = expected.next();
             }
         });
@@ -90,7 +99,11 @@ async fn many_rooms_at_once_keep_their_own_order() {
     let bob = broker.client(Codec::Proto).await;
     for i in 0..PER_ROOM {
         for r in 0..ROOMS {
-            let publisher = if (i as usize + r) % 2 == 0 { &alice } else { &bob };
+            let publisher = if (i as usize + r) % 2 == 0 {
+                &alice
+            } else {
+                &bob
+            };
             publisher
                 .publish_nowait(&format!("game-{r}"), format!("{r}:{i}").into_bytes())
                 .await
@@ -104,7 +117,10 @@ async fn many_rooms_at_once_keep_their_own_order() {
     for r in 0..ROOMS {
         let room = format!("game-{r}");
         bob.publish(&room, b"sync".to_vec()).await.unwrap();
-        last.insert(room.clone(), alice.publish(&room, b"end".to_vec()).await.unwrap());
+        last.insert(
+            room.clone(),
+            alice.publish(&room, b"end".to_vec()).await.unwrap(),
+        );
     }
     for (room, mut client, start) in listeners {
         let mut expected = start.next();
@@ -137,11 +153,20 @@ async fn after_unsubscribing_nothing_arrives_and_resubscribing_resumes_at_the_cu
         reader.unsubscribe(room).await.unwrap();
         let missed = publisher.publish(room, b"two".to_vec()).await.unwrap();
         // A message in another room proves nothing from the left room was queued before it.
-        publisher.publish("beacon", b"beacon".to_vec()).await.unwrap();
+        publisher
+            .publish("beacon", b"beacon".to_vec())
+            .await
+            .unwrap();
         let message = next(&mut reader).await;
-        assert_eq!((message.room.as_str(), &message.data[..]), ("beacon", &b"beacon"[..]));
+        assert_eq!(
+            (message.room.as_str(), &message.data[..]),
+            ("beacon", &b"beacon"[..])
+        );
         let resumed = reader.subscribe(room).await.unwrap();
-        assert_eq!(resumed, missed, "the subscribe reply carries the current offset");
+        assert_eq!(
+            resumed, missed,
+            "the subscribe reply carries the current offset"
+        );
         let three = publisher.publish(room, b"three".to_vec()).await.unwrap();
         let message = next(&mut reader).await;
         assert_eq!((message.offset, &message.data[..]), (three, &b"three"[..]));
@@ -149,7 +174,10 @@ async fn after_unsubscribing_nothing_arrives_and_resubscribing_resumes_at_the_cu
     }
     let lonely = broker.client(Codec::MsgPack).await;
     let err = lonely.unsubscribe("never").await.unwrap_err();
-    assert!(matches!(err, roomcast::client::ClientError::Server { code: 104, .. }), "{err:?}");
+    assert!(
+        matches!(err, roomcast::client::ClientError::Server { code: 104, .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,8 +192,14 @@ async fn subscribing_twice_is_harmless_and_answers_the_current_offset() {
     let again = publisher.publish("twice", b"y".to_vec()).await.unwrap();
     let message = next(&mut reader).await;
     assert_eq!(message.offset, again, "delivered once, not twice");
-    publisher.publish("beacon-twice", b"z".to_vec()).await.unwrap();
+    publisher
+        .publish("beacon-twice", b"z".to_vec())
+        .await
+        .unwrap();
     reader.subscribe("beacon-twice").await.unwrap();
-    let after = publisher.publish("beacon-twice", b"w".to_vec()).await.unwrap();
+    let after = publisher
+        .publish("beacon-twice", b"w".to_vec())
+        .await
+        .unwrap();
     assert_eq!(next(&mut reader).await.offset, after);
 }

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use common::{config, next, Broker, RawWs};
 use roomcast::client::{Client, ClientOptions};
 use roomcast::limits::SlowConsumerPolicy;
-use roomcast::protocol::{ClientOp, ClientRequest, Codec, Offset, RequestId, RoomName, ServerEvent};
+use roomcast::protocol::{
+    ClientOp, ClientRequest, Codec, Offset, RequestId, RoomName, ServerEvent,
+};
 
 const MESSAGES: u64 = 20_000;
 
@@ -23,9 +25,11 @@ async fn stalled_subscriber(broker: &Broker, room: &str) -> (RawWs, Offset) {
             room: RoomName::new(room).unwrap(),
         },
     };
-    ws.send_binary(&Codec::MsgPack.encode_request(&request)).await;
+    ws.send_binary(&Codec::MsgPack.encode_request(&request))
+        .await;
     let reply = ws.read_binary().await.expect("subscribe reply");
-    let ServerEvent::Reply(reply) = Codec::MsgPack.decode_server(&Bytes::from(reply)).unwrap() else {
+    let ServerEvent::Reply(reply) = Codec::MsgPack.decode_server(&Bytes::from(reply)).unwrap()
+    else {
         panic!("expected the subscribe reply first")
     };
     let roomcast::protocol::Outcome::Ack { offset } = reply.outcome else {
@@ -37,18 +41,29 @@ async fn stalled_subscriber(broker: &Broker, room: &str) -> (RawWs, Offset) {
 /// Publishes MESSAGES 1 KiB messages in bursts of BURST, the fast subscriber
 /// reading each burst before the next (a subscriber that keeps up), and
 /// checks it got every one.
-async fn publish_and_check_fast(broker: &Broker, room: &str, fast: &mut Client, fast_start: Offset) -> Offset {
+async fn publish_and_check_fast(
+    broker: &Broker,
+    room: &str,
+    fast: &mut Client,
+    fast_start: Offset,
+) -> Offset {
     const BURST: u64 = 16;
     let publisher = broker.client(Codec::MsgPack).await;
     let payload = vec![0xab; 1024];
     let mut expected = fast_start.next();
     for _ in 0..MESSAGES / BURST {
         for _ in 0..BURST {
-            publisher.publish_nowait(room, payload.clone()).await.unwrap();
+            publisher
+                .publish_nowait(room, payload.clone())
+                .await
+                .unwrap();
         }
         for _ in 0..BURST {
             let message = next(fast).await;
-            assert_eq!(message.offset, expected, "the fast subscriber misses nothing");
+            assert_eq!(
+                message.offset, expected,
+                "the fast subscriber misses nothing"
+            );
             expected = expected.next();
         }
     }
@@ -60,7 +75,9 @@ async fn fast_subscriber(broker: &Broker, room: &str) -> (Client, Offset) {
         message_buffer: MESSAGES as usize + 16,
         ..ClientOptions::default()
     };
-    let client = Client::connect_with(broker.addr, Codec::Proto, options).await.unwrap();
+    let client = Client::connect_with(broker.addr, Codec::Proto, options)
+        .await
+        .unwrap();
     let start = client.subscribe(room).await.unwrap();
     (client, start)
 }
@@ -99,7 +116,9 @@ async fn under_drop_oldest_a_stalled_subscriber_sees_a_gap_equal_to_what_was_dro
     let mut gaps = 0;
     loop {
         let payload = slow.read_binary().await.expect("still connected");
-        let ServerEvent::Message { offset, .. } = Codec::MsgPack.decode_server(&Bytes::from(payload)).unwrap() else {
+        let ServerEvent::Message { offset, .. } =
+            Codec::MsgPack.decode_server(&Bytes::from(payload)).unwrap()
+        else {
             panic!("only messages expected")
         };
         assert!(offset > previous, "offsets only increase");
@@ -114,6 +133,10 @@ async fn under_drop_oldest_a_stalled_subscriber_sees_a_gap_equal_to_what_was_dro
     }
     assert!(gaps > 0, "a stalled subscriber must have lost something");
     let missing = (last.0 - slow_start.0) - received;
-    assert_eq!(broker.server().stats().slow_consumer_dropped, missing, "every drop is counted");
+    assert_eq!(
+        broker.server().stats().slow_consumer_dropped,
+        missing,
+        "every drop is counted"
+    );
     assert_eq!(broker.server().stats().slow_consumer_closes, 0);
 }

@@ -57,9 +57,11 @@ pub fn write_header(opcode: Opcode, len: usize, out: &mut [u8; MAX_HEADER_LEN]) 
 
 /// The frame delivering one publication to subscribers using `codec`.
 pub fn message(codec: Codec, room: &RoomName, offset: Offset, data: &[u8]) -> Bytes {
-    build(Opcode::Binary, 40 + room.as_bytes().len() + data.len(), |out| {
-        codec.encode_message(room, offset, data, out)
-    })
+    build(
+        Opcode::Binary,
+        40 + room.as_bytes().len() + data.len(),
+        |out| codec.encode_message(room, offset, data, out),
+    )
 }
 
 /// The frame carrying one reply.

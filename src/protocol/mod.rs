@@ -369,7 +369,8 @@ fn assemble(
             reason: format!("{set} operations set, exactly one is allowed"),
         });
     }
-    let room = |bytes| RoomName::parse(bytes).map_err(|reason| RequestError::InvalidRoom { id, reason });
+    let room =
+        |bytes| RoomName::parse(bytes).map_err(|reason| RequestError::InvalidRoom { id, reason });
     let op = if let Some(name) = subscribe {
         ClientOp::Subscribe { room: room(name)? }
     } else if let Some(name) = unsubscribe {

@@ -59,7 +59,8 @@ pub fn decode_request(payload: &Bytes) -> Result<ClientRequest, RequestError> {
         RequestId(wire.id),
         wire.subscribe.map(|s| slice(s.room.as_bytes())),
         wire.unsubscribe.map(|s| slice(s.room.as_bytes())),
-        wire.publish.map(|p| (slice(p.room.as_bytes()), slice(p.data))),
+        wire.publish
+            .map(|p| (slice(p.room.as_bytes()), slice(p.data))),
     )
 }
 

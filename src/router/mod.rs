@@ -75,7 +75,9 @@ pub fn home_core(room: &RoomName, workers: usize) -> CoreId {
     let hash = room
         .as_bytes()
         .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
     CoreId((hash % workers as u64) as usize)
 }
 
@@ -132,5 +134,9 @@ pub enum CoreMsg {
         frames: Frames,
     },
     /// From a home: the offset given to a publication whose publisher wants a reply.
-    PublishAck { conn: ConnId, request: RequestId, offset: Offset },
+    PublishAck {
+        conn: ConnId,
+        request: RequestId,
+        offset: Offset,
+    },
 }

@@ -40,7 +40,13 @@ struct Waiter {
 
 /// Queues the subscribe acknowledgement ahead of any delivery, so a client
 /// always learns its starting offset before the first message after it.
-fn acknowledge(subscriber: &Subscriber, codec: Codec, request: RequestId, offset: Offset, now: Instant) {
+fn acknowledge(
+    subscriber: &Subscriber,
+    codec: Codec,
+    request: RequestId,
+    offset: Offset,
+    now: Instant,
+) {
     if request.wants_reply() {
         let ack = frame::reply(codec, &Reply::ack(request, offset));
         subscriber.outbound.reply(ack, now);
@@ -49,7 +55,10 @@ fn acknowledge(subscriber: &Subscriber, codec: Codec, request: RequestId, offset
 
 enum Slot {
     Pending(Vec<Waiter>),
-    Active { last: Offset, subscribers: Vec<Subscriber> },
+    Active {
+        last: Offset,
+        subscribers: Vec<Subscriber>,
+    },
 }
 
 #[derive(Default)]
@@ -128,7 +137,9 @@ impl Shard {
     /// The home acknowledged this core's interest: waiting subscribers become
     /// active at `offset` and learn it.
     pub fn activate(&mut self, room: &RoomName, codec: Codec, offset: Offset, now: Instant) {
-        let Some(local) = self.rooms.get_mut(room) else { return };
+        let Some(local) = self.rooms.get_mut(room) else {
+            return;
+        };
         let slot = &mut local.by_codec[codec.index()];
         if let Some(Slot::Pending(waiters)) = slot.take() {
             let mut subscribers = Vec::with_capacity(waiters.len());
@@ -148,10 +159,16 @@ impl Shard {
     /// Removes a subscriber. Returns true when it was the last one of this
     /// room and codec here, so the home must be told (`Interest { on: false }`).
     pub fn unsubscribe(&mut self, room: &RoomName, codec: Codec, conn: ConnId) -> bool {
-        let Some(local) = self.rooms.get_mut(room) else { return false };
+        let Some(local) = self.rooms.get_mut(room) else {
+            return false;
+        };
         let slot = &mut local.by_codec[codec.index()];
-        let Some(Slot::Active { subscribers, .. }) = slot else { return false };
-        let Some(at) = subscribers.iter().position(|s| s.conn == conn) else { return false };
+        let Some(Slot::Active { subscribers, .. }) = slot else {
+            return false;
+        };
+        let Some(at) = subscribers.iter().position(|s| s.conn == conn) else {
+            return false;
+        };
         subscribers.remove(at);
         if !subscribers.is_empty() {
             return false;
@@ -173,7 +190,11 @@ impl Shard {
 
     /// Local subscribers of `room` in `codec` (active ones).
     pub fn subscriber_count(&self, room: &RoomName, codec: Codec) -> usize {
-        match self.rooms.get(room).and_then(|r| r.by_codec[codec.index()].as_ref()) {
+        match self
+            .rooms
+            .get(room)
+            .and_then(|r| r.by_codec[codec.index()].as_ref())
+        {
             Some(Slot::Active { subscribers, .. }) => subscribers.len(),
             _ => 0,
         }
@@ -181,9 +202,17 @@ impl Shard {
 
     /// Fans one sequenced publication out to the active local subscribers:
     /// each gets a reference to the shared frame of its codec.
-    pub fn deliver(&mut self, room: &RoomName, offset: Offset, frames: &Frames, now: Instant) -> Fanout {
+    pub fn deliver(
+        &mut self,
+        room: &RoomName,
+        offset: Offset,
+        frames: &Frames,
+        now: Instant,
+    ) -> Fanout {
         let mut fanout = Fanout::default();
-        let Some(local) = self.rooms.get_mut(room) else { return fanout };
+        let Some(local) = self.rooms.get_mut(room) else {
+            return fanout;
+        };
         for (slot, frame) in local.by_codec.iter_mut().zip(frames) {
             if let (Some(Slot::Active { last, subscribers }), Some(frame)) = (slot, frame) {
                 *last = offset;
@@ -235,19 +264,41 @@ mod tests {
         let mut shard = Shard::default();
         let room = RoomName::new("chat").unwrap();
         let (a, b) = (subscriber(1), subscriber(2));
-        let SubscribeStep::AskHome(mut rx_a) = shard.subscribe(&room, Codec::MsgPack, a.clone(), RequestId(1), Instant::now()) else {
+        let SubscribeStep::AskHome(mut rx_a) = shard.subscribe(
+            &room,
+            Codec::MsgPack,
+            a.clone(),
+            RequestId(1),
+            Instant::now(),
+        ) else {
             panic!("first subscriber must ask the home")
         };
-        let SubscribeStep::Wait(mut rx_b) = shard.subscribe(&room, Codec::MsgPack, b.clone(), RequestId(0), Instant::now()) else {
+        let SubscribeStep::Wait(mut rx_b) = shard.subscribe(
+            &room,
+            Codec::MsgPack,
+            b.clone(),
+            RequestId(0),
+            Instant::now(),
+        ) else {
             panic!("second subscriber must wait")
         };
         // A delivery that predates the acknowledgement is ignored.
         let now = Instant::now();
-        assert_eq!(shard.deliver(&room, Offset(7), &frames(b"old"), now).delivered, 0);
+        assert_eq!(
+            shard
+                .deliver(&room, Offset(7), &frames(b"old"), now)
+                .delivered,
+            0
+        );
         shard.activate(&room, Codec::MsgPack, Offset(7), now);
         assert_eq!(rx_a.try_recv(), Ok(Offset(7)));
         assert_eq!(rx_b.try_recv(), Ok(Offset(7)));
-        assert_eq!(shard.deliver(&room, Offset(8), &frames(b"new"), now).delivered, 2);
+        assert_eq!(
+            shard
+                .deliver(&room, Offset(8), &frames(b"new"), now)
+                .delivered,
+            2
+        );
         // a asked with an id: its acknowledgement comes first, then the delivery.
         let mut queued = Vec::new();
         a.outbound.take(&mut queued, 10, usize::MAX);
@@ -270,8 +321,14 @@ mod tests {
         assert!(!shard.unsubscribe(&room, Codec::Proto, ConnId(1)));
         assert!(shard.unsubscribe(&room, Codec::Proto, ConnId(2)));
         assert!(!shard.unsubscribe(&room, Codec::Proto, ConnId(2)));
-        let both = [Some(Bytes::from_static(b"m")), Some(Bytes::from_static(b"p"))];
-        assert_eq!(shard.deliver(&room, Offset(1), &both, Instant::now()), Fanout::default());
+        let both = [
+            Some(Bytes::from_static(b"m")),
+            Some(Bytes::from_static(b"p")),
+        ];
+        assert_eq!(
+            shard.deliver(&room, Offset(1), &both, Instant::now()),
+            Fanout::default()
+        );
         assert_eq!(a.outbound.len(), 0);
     }
 }

@@ -19,8 +19,8 @@ use crate::router::home::Home;
 use crate::router::postbox::{Inbox, Mailbox, Postbox};
 use crate::router::shard::{Fanout, Shard};
 use crate::router::{AckTo, ConnId, CoreId, CoreMsg, PublishMsg};
-use crate::transport::outbound::{Closing, Outbound};
 use crate::transport::http;
+use crate::transport::outbound::{Closing, Outbound};
 
 use super::Node;
 
@@ -120,23 +120,47 @@ impl Core {
     /// Handles one event addressed to this core.
     pub fn handle_event(&self, msg: CoreMsg) {
         match msg {
-            CoreMsg::Interest { room, codec, core, on } => {
+            CoreMsg::Interest {
+                room,
+                codec,
+                core,
+                on,
+            } => {
                 let offset = self.home.borrow_mut().interest(&room, codec, core, on);
                 if on {
-                    self.route(core, CoreMsg::InterestAck { room, codec, offset });
+                    self.route(
+                        core,
+                        CoreMsg::InterestAck {
+                            room,
+                            codec,
+                            offset,
+                        },
+                    );
                 }
             }
-            CoreMsg::InterestAck { room, codec, offset } => {
+            CoreMsg::InterestAck {
+                room,
+                codec,
+                offset,
+            } => {
                 self.shard
                     .borrow_mut()
                     .activate(&room, codec, offset, Instant::now().into_std());
             }
-            CoreMsg::Deliver { room, offset, frames } => {
+            CoreMsg::Deliver {
+                room,
+                offset,
+                frames,
+            } => {
                 let now = Instant::now().into_std();
                 let fanout = self.shard.borrow_mut().deliver(&room, offset, &frames, now);
                 self.count_fanout(fanout);
             }
-            CoreMsg::PublishAck { conn, request, offset } => self.reply_to(conn, request, offset),
+            CoreMsg::PublishAck {
+                conn,
+                request,
+                offset,
+            } => self.reply_to(conn, request, offset),
         }
     }
 
@@ -148,10 +172,12 @@ impl Core {
         for core in sequenced.targets.iter() {
             if core == self.id {
                 let now = Instant::now().into_std();
-                let fanout =
-                    self.shard
-                        .borrow_mut()
-                        .deliver(&msg.room, sequenced.offset, &sequenced.frames, now);
+                let fanout = self.shard.borrow_mut().deliver(
+                    &msg.room,
+                    sequenced.offset,
+                    &sequenced.frames,
+                    now,
+                );
                 self.count_fanout(fanout);
             } else {
                 self.postbox.post(
@@ -164,7 +190,12 @@ impl Core {
                 );
             }
         }
-        if let Some(AckTo { core, conn, request }) = msg.ack_to {
+        if let Some(AckTo {
+            core,
+            conn,
+            request,
+        }) = msg.ack_to
+        {
             let ack = CoreMsg::PublishAck {
                 conn,
                 request,
@@ -189,12 +220,16 @@ impl Core {
             self.postbox.flush();
             let mut handled = 0;
             while handled < DRIVER_BATCH {
-                let Ok(msg) = inbox.events.try_recv() else { break };
+                let Ok(msg) = inbox.events.try_recv() else {
+                    break;
+                };
                 self.handle_event(msg);
                 handled += 1;
             }
             while handled < 2 * DRIVER_BATCH && !self.postbox.has_overflow() {
-                let Ok(msg) = inbox.publishes.try_recv() else { break };
+                let Ok(msg) = inbox.publishes.try_recv() else {
+                    break;
+                };
                 self.handle_publish(msg);
                 handled += 1;
             }
@@ -214,7 +249,11 @@ impl Core {
                 tokio::task::yield_now().await;
             } else if drain_started.is_some() {
                 // While draining, look again shortly even without mail.
-                let _ = tokio::time::timeout(Duration::from_millis(20), self.postbox.own().wake.notified()).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(20),
+                    self.postbox.own().wake.notified(),
+                )
+                .await;
             } else {
                 self.postbox.own().wake.notified().await;
             }
@@ -249,7 +288,8 @@ impl Core {
     /// overrun its period plus the close timeout by a second.
     fn drained(&self, started: Instant) -> bool {
         let config = &self.node.config;
-        let deadline = started + config.drain_period + config.close_timeout + Duration::from_secs(1);
+        let deadline =
+            started + config.drain_period + config.close_timeout + Duration::from_secs(1);
         self.sessions.borrow().is_empty() || Instant::now() >= deadline
     }
 
@@ -278,8 +318,17 @@ impl Core {
 }
 
 /// Runs core `n` on the calling thread until shutdown completes.
-pub(super) fn run(n: usize, node: Arc<Node>, mailboxes: Arc<[Mailbox]>, inbox: Inbox, listener: std::net::TcpListener) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+pub(super) fn run(
+    n: usize,
+    node: Arc<Node>,
+    mailboxes: Arc<[Mailbox]>,
+    inbox: Inbox,
+    listener: std::net::TcpListener,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(core = n, %error, "cannot build runtime");

@@ -81,14 +81,17 @@ impl Server {
     /// node accepts connections.
     pub fn start(config: Config) -> Result<Server, StartError> {
         let workers = config.workers;
-        let listeners = listener::bind_all(config.listen, workers).map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let local_addr = listeners[0].local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let listeners =
+            listener::bind_all(config.listen, workers).map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let (mailboxes, inboxes) = postbox::mailboxes(workers, config.core_queue_capacity);
         let node = Arc::new(Node {
             limits: Limits::from_config(&config),
@@ -152,13 +155,12 @@ impl Server {
 /// Runs a node until `shutdown` resolves, then shuts it down gracefully.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let server = Server::start(config)?;
-    tracing::info!(
-        addr = %server.local_addr(),
-        path = %server.node.config.path,
-        workers = server.node.config.workers,
-        "roomcast listening on ws://{}{}",
+    // A plain line on stdout (logs go to stderr), for people and scripts.
+    println!(
+        "roomcast listening on ws://{}{} with {} workers",
         server.local_addr(),
-        server.node.config.path
+        server.node.config.path,
+        server.node.config.workers
     );
     shutdown.await;
     tracing::info!("shutting down: draining connections");

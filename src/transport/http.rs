@@ -36,9 +36,10 @@ type HttpResponse = Response<Full<Bytes>>;
 fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -57,7 +58,10 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, ()> {
     for value in headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
         offered = true;
         let Ok(value) = value.to_str() else { continue };
-        if let Some(codec) = value.split(',').find_map(|token| Codec::from_subprotocol(token.trim())) {
+        if let Some(codec) = value
+            .split(',')
+            .find_map(|token| Codec::from_subprotocol(token.trim()))
+        {
             return Ok(Negotiated::Offered(codec));
         }
     }
@@ -76,7 +80,11 @@ fn supported_list() -> String {
     )
 }
 
-async fn handle(mut req: Request<Incoming>, core: Rc<Core>, peer: SocketAddr) -> Result<HttpResponse, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    core: Rc<Core>,
+    peer: SocketAddr,
+) -> Result<HttpResponse, Infallible> {
     let node = &core.node;
     let path = req.uri().path();
     if path != node.config.path {
@@ -99,7 +107,9 @@ async fn handle(mut req: Request<Incoming>, core: Rc<Core>, peer: SocketAddr) ->
             StatusCode::UPGRADE_REQUIRED,
             "this endpoint speaks WebSocket only: connect with a WebSocket client (subprotocol roomcast.v1.msgpack or roomcast.v1.proto)\n",
         );
-        response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
+        response
+            .headers_mut()
+            .insert(UPGRADE, HeaderValue::from_static("websocket"));
         return Ok(response);
     }
     if node.shutting_down() {
@@ -110,19 +120,28 @@ async fn handle(mut req: Request<Incoming>, core: Rc<Core>, peer: SocketAddr) ->
         Err(()) => return reject(StatusCode::BAD_REQUEST, supported_list()),
     };
     let Some(slot) = node.try_admit() else {
-        return reject(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached\n".into());
+        return reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached\n".into(),
+        );
     };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
-        Err(error) => return reject(StatusCode::BAD_REQUEST, format!("bad upgrade request: {error}\n")),
+        Err(error) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                format!("bad upgrade request: {error}\n"),
+            )
+        }
     };
     let mut response = response.map(|_| Full::new(Bytes::new()));
     let codec = match negotiated {
         Negotiated::Default(codec) => codec,
         Negotiated::Offered(codec) => {
-            response
-                .headers_mut()
-                .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(codec.subprotocol()));
+            response.headers_mut().insert(
+                SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(codec.subprotocol()),
+            );
             codec
         }
     };
@@ -147,7 +166,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
         .max_headers(config.max_headers);
     let service_core = core.clone();
     let service = hyper::service::service_fn(move |req| handle(req, service_core.clone(), peer));
-    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     match tokio::time::timeout(timeout, connection).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::debug!(%peer, %error, "http connection error"),

@@ -106,14 +106,18 @@ impl Outbound {
         let over = |s: &State, extra: usize| {
             s.bytes + extra > limits.max_bytes
                 || s.frames.len() >= limits.max_messages
-                || s.frames.front().is_some_and(|q| now.duration_since(q.at) > limits.max_age)
+                || s.frames
+                    .front()
+                    .is_some_and(|q| now.duration_since(q.at) > limits.max_age)
         };
         let mut result = Pushed::Queued;
         if over(&state, frame.len()) {
             let mut dropped = 0;
             if limits.policy == SlowConsumerPolicy::DropOldest {
                 while over(&state, frame.len()) {
-                    let Some(at) = state.frames.iter().position(|q| q.droppable) else { break };
+                    let Some(at) = state.frames.iter().position(|q| q.droppable) else {
+                        break;
+                    };
                     if let Some(old) = state.frames.remove(at) {
                         state.bytes -= old.frame.len();
                         dropped += 1;
@@ -195,7 +199,11 @@ impl Outbound {
     /// Ready when there is something to write or a close to send.
     pub fn poll_work(&self, cx: &mut Context<'_>) -> Poll<()> {
         let state = self.state.borrow();
-        if !state.frames.is_empty() || state.pong.is_some() || state.ping.is_some() || state.closing.is_some() {
+        if !state.frames.is_empty()
+            || state.pong.is_some()
+            || state.ping.is_some()
+            || state.closing.is_some()
+        {
             Poll::Ready(())
         } else {
             self.writer.set(Some(cx.waker().clone()));
@@ -225,7 +233,9 @@ impl Outbound {
         }
         let mut taken = 0;
         while batch.len() < max_frames && (taken < max_bytes || batch.is_empty()) {
-            let Some(q) = state.frames.pop_front() else { break };
+            let Some(q) = state.frames.pop_front() else {
+                break;
+            };
             taken += q.frame.len();
             batch.push(q.frame);
         }
@@ -272,7 +282,10 @@ mod tests {
         for i in 0..10u8 {
             out.push(Bytes::from(vec![i; 100]), now);
         }
-        assert_eq!(out.push(Bytes::from(vec![10; 100]), now), Pushed::DroppedOldest(1));
+        assert_eq!(
+            out.push(Bytes::from(vec![10; 100]), now),
+            Pushed::DroppedOldest(1)
+        );
         let mut batch = Vec::new();
         out.take(&mut batch, 1000, usize::MAX);
         assert_eq!(batch.len(), 10);
@@ -297,13 +310,23 @@ mod tests {
         let now = Instant::now();
         out.reply(Bytes::from(vec![1; 400]), now);
         out.push(Bytes::from(vec![2; 400]), now);
-        assert_eq!(out.push(Bytes::from(vec![3; 400]), now), Pushed::DroppedOldest(1));
+        assert_eq!(
+            out.push(Bytes::from(vec![3; 400]), now),
+            Pushed::DroppedOldest(1)
+        );
         let mut batch = Vec::new();
         out.take(&mut batch, 10, usize::MAX);
-        assert_eq!((batch[0][0], batch[1][0]), (1, 3), "the reply survives, the oldest delivery goes");
+        assert_eq!(
+            (batch[0][0], batch[1][0]),
+            (1, 3),
+            "the reply survives, the oldest delivery goes"
+        );
         let out = Outbound::new(limits(SlowConsumerPolicy::DropOldest));
         out.reply(Bytes::from(vec![1; 600]), now);
-        assert_eq!(out.reply(Bytes::from(vec![1; 600]), now), Pushed::ClosedSlow);
+        assert_eq!(
+            out.reply(Bytes::from(vec![1; 600]), now),
+            Pushed::ClosedSlow
+        );
     }
 
     #[test]
@@ -312,7 +335,10 @@ mod tests {
         let start = Instant::now();
         out.push(Bytes::from_static(b"old"), start);
         let later = start + Duration::from_secs(11);
-        assert_eq!(out.push(Bytes::from_static(b"new"), later), Pushed::DroppedOldest(1));
+        assert_eq!(
+            out.push(Bytes::from_static(b"new"), later),
+            Pushed::DroppedOldest(1)
+        );
         assert_eq!(out.len(), 1);
     }
 }

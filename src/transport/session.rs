@@ -13,7 +13,9 @@ use std::pin::pin;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use fastwebsockets::{CloseCode, Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead};
+use fastwebsockets::{
+    CloseCode, Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead,
+};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -24,7 +26,9 @@ use tracing::Instrument;
 
 use crate::limits::{close_code, Limits};
 use crate::metrics;
-use crate::protocol::{frame, ClientOp, Codec, ErrorCode, Offset, Reply, RequestError, RequestId, RoomName};
+use crate::protocol::{
+    frame, ClientOp, Codec, ErrorCode, Offset, Reply, RequestError, RequestId, RoomName,
+};
 use crate::router::shard::{SubscribeStep, Subscriber};
 use crate::router::{home_core, AckTo, ConnId, CoreMsg, PublishMsg};
 use crate::runtime::core::Core;
@@ -49,7 +53,13 @@ enum ReadEnd {
 }
 
 /// Runs one upgraded connection to its end.
-pub async fn run(ws: WebSocket<TokioIo<Upgraded>>, codec: Codec, core: Rc<Core>, peer: SocketAddr, slot: ConnectionSlot) {
+pub async fn run(
+    ws: WebSocket<TokioIo<Upgraded>>,
+    codec: Codec,
+    core: Rc<Core>,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+) {
     let upgraded = ws.into_inner().into_inner();
     let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => parts,
@@ -61,7 +71,8 @@ pub async fn run(ws: WebSocket<TokioIo<Upgraded>>, codec: Codec, core: Rc<Core>,
     let (read_half, write_half) = parts.io.into_inner().into_split();
     // Bytes the client sent right behind its handshake were read by hyper already.
     let reader = AsyncReadExt::chain(Cursor::new(parts.read_buf), read_half);
-    let (mut ws_read, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
+    let (mut ws_read, _) =
+        fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
     let limits = &core.node.limits;
     ws_read.set_auto_close(false);
     ws_read.set_auto_pong(false);
@@ -84,7 +95,12 @@ pub async fn run(ws: WebSocket<TokioIo<Upgraded>>, codec: Codec, core: Rc<Core>,
     };
     async {
         tracing::debug!("connected");
-        let writer = write_loop(write_half, outbound.clone(), session.last_seen.clone(), core.clone());
+        let writer = write_loop(
+            write_half,
+            outbound.clone(),
+            session.last_seen.clone(),
+            core.clone(),
+        );
         let mut writer = pin!(writer);
         let end = {
             let mut reader = pin!(session.read_loop(&mut ws_read));
@@ -101,10 +117,18 @@ pub async fn run(ws: WebSocket<TokioIo<Upgraded>>, codec: Codec, core: Rc<Core>,
         if let Some(end) = end {
             tracing::debug!(?end, "read side ended");
             let closing = match end {
-                ReadEnd::PeerClosed(code) => Some(Closing { code, reason: "", flush: false }),
+                ReadEnd::PeerClosed(code) => Some(Closing {
+                    code,
+                    reason: "",
+                    flush: false,
+                }),
                 ReadEnd::Violation { code, reason } => {
                     metrics::add(&counters.protocol_closes, 1);
-                    Some(Closing { code, reason, flush: false })
+                    Some(Closing {
+                        code,
+                        reason,
+                        flush: false,
+                    })
                 }
                 ReadEnd::Gone => None,
             };
@@ -187,7 +211,10 @@ impl Session {
         match frame.opcode {
             OpCode::Binary => {
                 if self.assembling.is_some() {
-                    return Err(violation(close_code::PROTOCOL_ERROR, "new message inside a fragmented one"));
+                    return Err(violation(
+                        close_code::PROTOCOL_ERROR,
+                        "new message inside a fragmented one",
+                    ));
                 }
                 let payload = payload_bytes(frame.payload);
                 if frame.fin {
@@ -201,7 +228,10 @@ impl Session {
             }
             OpCode::Continuation => {
                 let Some(assembling) = self.assembling.as_mut() else {
-                    return Err(violation(close_code::PROTOCOL_ERROR, "continuation without a message"));
+                    return Err(violation(
+                        close_code::PROTOCOL_ERROR,
+                        "continuation without a message",
+                    ));
                 };
                 assembling.fragments += 1;
                 if assembling.fragments > limits.max_fragments {
@@ -212,22 +242,35 @@ impl Session {
                 }
                 assembling.buffer.extend_from_slice(&frame.payload);
                 if frame.fin {
-                    let message = self.assembling.take().map(|a| a.buffer.freeze()).unwrap_or_default();
+                    let message = self
+                        .assembling
+                        .take()
+                        .map(|a| a.buffer.freeze())
+                        .unwrap_or_default();
                     return self.on_message(message).await;
                 }
                 Ok(())
             }
-            OpCode::Text => Err(violation(close_code::UNSUPPORTED_DATA, "text frames are not supported")),
+            OpCode::Text => Err(violation(
+                close_code::UNSUPPORTED_DATA,
+                "text frames are not supported",
+            )),
             OpCode::Ping => {
                 if frame.payload.len() > 125 {
-                    return Err(violation(close_code::PROTOCOL_ERROR, "control frame too long"));
+                    return Err(violation(
+                        close_code::PROTOCOL_ERROR,
+                        "control frame too long",
+                    ));
                 }
                 self.outbound.pong(&frame.payload);
                 Ok(())
             }
             OpCode::Pong => {
                 if frame.payload.len() > 125 {
-                    return Err(violation(close_code::PROTOCOL_ERROR, "control frame too long"));
+                    return Err(violation(
+                        close_code::PROTOCOL_ERROR,
+                        "control frame too long",
+                    ));
                 }
                 Ok(())
             }
@@ -277,7 +320,11 @@ impl Session {
     async fn subscribe(&mut self, id: RequestId, room: RoomName) {
         let core = self.core.clone();
         if self.rooms.contains(&room) {
-            let offset = core.shard.borrow().current(&room, self.codec).unwrap_or_default();
+            let offset = core
+                .shard
+                .borrow()
+                .current(&room, self.codec)
+                .unwrap_or_default();
             return self.reply(Reply::ack(id, offset));
         }
         let max = core.node.limits.max_rooms_per_connection;
@@ -289,7 +336,11 @@ impl Session {
             ));
         }
         if core.node.shutting_down() {
-            return self.reply(Reply::error(id, ErrorCode::ShuttingDown, "node is shutting down"));
+            return self.reply(Reply::error(
+                id,
+                ErrorCode::ShuttingDown,
+                "node is shutting down",
+            ));
         }
         let subscriber = Subscriber {
             conn: self.conn,
@@ -297,7 +348,10 @@ impl Session {
         };
         // The shard queues the acknowledgement itself, ahead of any delivery.
         let now = Instant::now().into_std();
-        let step = core.shard.borrow_mut().subscribe(&room, self.codec, subscriber, id, now);
+        let step = core
+            .shard
+            .borrow_mut()
+            .subscribe(&room, self.codec, subscriber, id, now);
         let offset = match step {
             SubscribeStep::Ready(offset) => Ok(offset),
             SubscribeStep::AskHome(offset) => {
@@ -317,13 +371,21 @@ impl Session {
             Ok(_) => {
                 self.rooms.insert(room);
             }
-            Err(_) => self.reply(Reply::error(id, ErrorCode::ShuttingDown, "node is shutting down")),
+            Err(_) => self.reply(Reply::error(
+                id,
+                ErrorCode::ShuttingDown,
+                "node is shutting down",
+            )),
         }
     }
 
     async fn unsubscribe(&mut self, id: RequestId, room: RoomName) {
         if !self.rooms.remove(&room) {
-            return self.reply(Reply::error(id, ErrorCode::NotSubscribed, format!("not subscribed to {room}")));
+            return self.reply(Reply::error(
+                id,
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to {room}"),
+            ));
         }
         self.leave(room).await;
         self.reply(Reply::ack(id, Offset(0)));
@@ -333,7 +395,10 @@ impl Session {
     /// home when it was the last one here.
     async fn leave(&self, room: RoomName) {
         let core = &self.core;
-        let last = core.shard.borrow_mut().unsubscribe(&room, self.codec, self.conn);
+        let last = core
+            .shard
+            .borrow_mut()
+            .unsubscribe(&room, self.codec, self.conn);
         if last {
             let home = home_core(&room, core.node.config.workers);
             let interest = CoreMsg::Interest {
@@ -360,7 +425,8 @@ impl Session {
             conn: self.conn,
             request: id,
         });
-        core.send_publish(home, PublishMsg { room, data, ack_to }).await;
+        core.send_publish(home, PublishMsg { room, data, ack_to })
+            .await;
     }
 }
 
@@ -386,7 +452,12 @@ fn close_frame(payload: &[u8]) -> ReadEnd {
 
 /// Drains the outbound queue into the socket and keeps the heartbeat, until
 /// a close has been written or the socket fails.
-async fn write_loop(mut socket: OwnedWriteHalf, outbound: Rc<Outbound>, last_seen: Rc<Cell<Instant>>, core: Rc<Core>) {
+async fn write_loop(
+    mut socket: OwnedWriteHalf,
+    outbound: Rc<Outbound>,
+    last_seen: Rc<Cell<Instant>>,
+    core: Rc<Core>,
+) {
     let limits: &Limits = &core.node.limits;
     let mut batch: Vec<Bytes> = Vec::with_capacity(64);
     let mut next_ping = Instant::now() + limits.ping_interval;

@@ -51,11 +51,15 @@ impl Broker {
     pub async fn shutdown(mut self) {
         let server = self.server.take().unwrap();
         server.shutdown();
-        tokio::task::spawn_blocking(move || server.join()).await.unwrap();
+        tokio::task::spawn_blocking(move || server.join())
+            .await
+            .unwrap();
     }
 
     pub async fn client(&self, codec: Codec) -> Client {
-        Client::connect(self.addr, codec).await.expect("client connects")
+        Client::connect(self.addr, codec)
+            .await
+            .expect("client connects")
     }
 }
 
@@ -112,7 +116,8 @@ pub struct RawFrame {
 impl RawFrame {
     /// The close code of a close frame.
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == 0x8 && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == 0x8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 }
 
@@ -165,7 +170,10 @@ impl RawWs {
     }
 
     async fn upgrade(mut stream: TcpStream, extra: &str) -> RawWs {
-        stream.write_all(handshake("/ws", extra).as_bytes()).await.unwrap();
+        stream
+            .write_all(handshake("/ws", extra).as_bytes())
+            .await
+            .unwrap();
         let mut buffer = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -217,10 +225,13 @@ impl RawWs {
                 return Some(frame);
             }
             let mut chunk = [0u8; 65536];
-            let n = match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return None,
-            };
+            let n =
+                match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                    .await
+                {
+                    Ok(Ok(n)) if n > 0 => n,
+                    _ => return None,
+                };
             self.buffer.extend_from_slice(&chunk[..n]);
         }
     }
@@ -264,7 +275,10 @@ fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
             if buf.len() < 10 {
                 return None;
             }
-            (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10)
+            (
+                u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                10,
+            )
         }
         n => (n as usize, 2),
     };
