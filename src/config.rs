@@ -276,6 +276,12 @@ impl Config {
         if self.outbound_max_bytes < 1024 {
             return invalid("outbound_max_bytes", "must be at least 1024");
         }
+        if self.outbound_max_bytes < self.max_message_size.saturating_add(1024) {
+            return invalid(
+                "outbound_max_bytes",
+                "must hold at least one message of max_message_size plus 1024 bytes of framing",
+            );
+        }
         if self.outbound_max_messages == 0 {
             return invalid("outbound_max_messages", "must be at least 1");
         }
@@ -302,7 +308,7 @@ impl Config {
         for s in SETTINGS {
             out.push('\n');
             for line in s.doc.lines() {
-                out.push_str("#");
+                out.push('#');
                 out.push_str(line);
                 out.push('\n');
             }

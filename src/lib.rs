@@ -15,15 +15,16 @@
 //!    between cores, the home side (sequence + encode once), and the shard
 //!    of local subscribers (fan-out).
 //! 6. [`engine`]: sequencing (in memory now; history, presence, Redis later).
-//! 7. [`metrics`]: counters.
-//! 8. [`client`]: a small async Rust client.
+//! 7. [`metrics`], the counters.
+//! 8. [`client`], a small async Rust client.
 //!
 //! ## Life of a publication
 //! 1. A core's listener accepts the socket; [`transport::http`] upgrades it
 //!    and picks the codec.
 //! 2. [`transport::session`] reads a frame (fastwebsockets), reassembles
-//!    fragments within the limits, and decodes the envelope zero-copy: room
-//!    and payload are slices of the received buffer.
+//!    fragments within the limits, and decodes the envelope zero-copy: the
+//!    payload (and, in MessagePack, the room name) is a slice of the received
+//!    buffer.
 //! 3. The session hands the publication to the room's home core
 //!    ([`router::home_core`]) through that core's bounded `publishes` queue;
 //!    if it is full, the session stops reading until there is room.

@@ -3,6 +3,7 @@
 //! [`crate::Server::stats`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -62,6 +63,28 @@ pub fn add(counter: &AtomicU64, n: u64) {
 /// Subtracts `n` from a gauge.
 pub fn sub(counter: &AtomicU64, n: u64) {
     counter.fetch_sub(n, Ordering::Relaxed);
+}
+
+/// One core's counters, as a handle per-connection state can keep.
+#[derive(Debug, Clone)]
+pub struct CoreStats {
+    stats: Arc<Stats>,
+    core: usize,
+}
+
+impl CoreStats {
+    pub fn new(stats: Arc<Stats>, core: usize) -> CoreStats {
+        CoreStats { stats, core }
+    }
+
+    /// Counters of their own, for tests of a single queue.
+    pub fn detached() -> CoreStats {
+        CoreStats::new(Arc::new(Stats::new(1)), 0)
+    }
+
+    pub fn counters(&self) -> &CoreCounters {
+        self.stats.core(self.core)
+    }
 }
 
 /// Every core's counters.

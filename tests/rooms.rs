@@ -3,7 +3,7 @@
 mod common;
 
 use common::{next, rooms_on_both_cores, Broker};
-use roomcast::protocol::{Codec, Offset};
+use roomcast::protocol::Codec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_receives_what_is_published_to_its_room_in_both_codecs() {

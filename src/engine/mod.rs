@@ -26,9 +26,12 @@ pub struct MemoryEngine {
 
 impl Engine for MemoryEngine {
     fn sequence(&mut self, room: &RoomName) -> Offset {
-        let offset = self.offsets.entry(room.clone()).or_default();
-        *offset = offset.next();
-        *offset
+        if let Some(offset) = self.offsets.get_mut(room) {
+            *offset = offset.next();
+            return *offset;
+        }
+        self.offsets.insert(room.detached(), Offset(1));
+        Offset(1)
     }
 
     fn current(&self, room: &RoomName) -> Offset {

@@ -1,9 +1,9 @@
 //! The wire protocol: envelope types shared by both codecs, room names, error
 //! codes, and the codec dispatch.
 //!
-//! Decoding is zero-copy: a decoded request's room name and payload are
-//! [`Bytes`] slices of the received WebSocket message, so a publish crosses
-//! cores without its payload being copied. The only copy of a payload is into
+//! Decoding is zero-copy: a decoded request's payload (and, in MessagePack,
+//! its room name) is a [`Bytes`] slice of the received WebSocket message, so
+//! a publish crosses cores without its payload being copied. The only copy of a payload is into
 //! the outgoing frame, once per publication and codec ([`frame`]).
 
 pub mod frame;
@@ -168,6 +168,13 @@ impl RoomName {
     /// A room name from a string, validated (for clients and tests).
     pub fn new(name: &str) -> Result<RoomName, RoomNameError> {
         RoomName::parse(Bytes::copy_from_slice(name.as_bytes()))
+    }
+
+    /// The same name in an allocation of its own. A name decoded off the
+    /// wire is a slice of the received message; a long-lived map key made
+    /// from it would keep that whole buffer alive.
+    pub fn detached(&self) -> RoomName {
+        RoomName(Bytes::copy_from_slice(&self.0))
     }
 
     /// The name as UTF-8 bytes.

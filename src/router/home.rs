@@ -44,7 +44,7 @@ impl<E: Engine> Home<E> {
     /// after it.
     pub fn interest(&mut self, room: &RoomName, codec: Codec, core: CoreId, on: bool) -> Offset {
         if on {
-            self.interest.entry(room.clone()).or_default().by_codec[codec.index()].insert(core);
+            self.interest.entry(room.detached()).or_default().by_codec[codec.index()].insert(core);
         } else if let Some(interest) = self.interest.get_mut(room) {
             interest.by_codec[codec.index()].remove(core);
             if interest.by_codec.iter().all(|set| set.is_empty()) {

@@ -162,30 +162,6 @@ impl Postbox {
         self.space.notify_waiters();
     }
 
-    /// Sends an event from a session, waiting (not blocking) while the
-    /// destination is full. Keeps order with driver-made events to the same core.
-    pub async fn send_event(&self, dest: CoreId, mut msg: CoreMsg) {
-        let mailbox = &self.mailboxes[dest.0];
-        loop {
-            let mut wait = pin!(self.space.notified());
-            wait.as_mut().enable();
-            if self.overflow.borrow()[dest.0].is_empty() {
-                match try_post(&mailbox.events, msg) {
-                    Posted::Sent | Posted::Gone => break,
-                    Posted::Full(back) => msg = back,
-                }
-                mailbox.mark_blocked(self.me);
-                // The receiver may have drained between the failed send and the mark.
-                match try_post(&mailbox.events, msg) {
-                    Posted::Sent | Posted::Gone => break,
-                    Posted::Full(back) => msg = back,
-                }
-            }
-            wait.await;
-        }
-        mailbox.wake.notify_one();
-    }
-
     /// Hands a publication to its home core, waiting while that inbox is full.
     pub async fn send_publish(&self, dest: CoreId, mut msg: PublishMsg) {
         let mailbox = &self.mailboxes[dest.0];

@@ -77,15 +77,12 @@ pub enum SubscribeStep {
     Wait(oneshot::Receiver<Offset>),
 }
 
-/// The result of one fan-out.
+/// The result of one fan-out. (Slow-consumer outcomes are counted by the
+/// queues themselves.)
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Fanout {
     /// Frames queued to subscribers.
     pub delivered: u64,
-    /// Older frames dropped under `drop-oldest`.
-    pub dropped: u64,
-    /// Subscribers closed under `close`.
-    pub closed: u64,
 }
 
 /// A core's local subscribers.
@@ -106,7 +103,7 @@ impl Shard {
         request: RequestId,
         now: Instant,
     ) -> SubscribeStep {
-        let slot = &mut self.rooms.entry(room.clone()).or_default().by_codec[codec.index()];
+        let slot = &mut self.rooms.entry(room.detached()).or_default().by_codec[codec.index()];
         match slot {
             Some(Slot::Active { last, subscribers }) => {
                 acknowledge(&subscriber, codec, request, *last, now);
@@ -136,11 +133,27 @@ impl Shard {
 
     /// The home acknowledged this core's interest: waiting subscribers become
     /// active at `offset` and learn it.
-    pub fn activate(&mut self, room: &RoomName, codec: Codec, offset: Offset, now: Instant) {
+    ///
+    /// Returns true when every waiter left meanwhile, so the home must be
+    /// told there is no interest after all.
+    pub fn activate(
+        &mut self,
+        room: &RoomName,
+        codec: Codec,
+        offset: Offset,
+        now: Instant,
+    ) -> bool {
         let Some(local) = self.rooms.get_mut(room) else {
-            return;
+            return false;
         };
         let slot = &mut local.by_codec[codec.index()];
+        if matches!(slot, Some(Slot::Pending(waiters)) if waiters.is_empty()) {
+            *slot = None;
+            if local.by_codec.iter().all(Option::is_none) {
+                self.rooms.remove(room);
+            }
+            return true;
+        }
         if let Some(Slot::Pending(waiters)) = slot.take() {
             let mut subscribers = Vec::with_capacity(waiters.len());
             for waiter in waiters {
@@ -154,6 +167,7 @@ impl Shard {
                 subscribers,
             });
         }
+        false
     }
 
     /// Removes a subscriber. Returns true when it was the last one of this
@@ -163,6 +177,12 @@ impl Shard {
             return false;
         };
         let slot = &mut local.by_codec[codec.index()];
+        // A waiter that leaves is just forgotten: the acknowledgement still
+        // comes, and `activate` then reports whether anyone is left.
+        if let Some(Slot::Pending(waiters)) = slot {
+            waiters.retain(|w| w.subscriber.conn != conn);
+            return false;
+        }
         let Some(Slot::Active { subscribers, .. }) = slot else {
             return false;
         };
@@ -226,13 +246,8 @@ impl Shard {
 fn fan_out(subscribers: &[Subscriber], frame: &Bytes, now: Instant, fanout: &mut Fanout) {
     for subscriber in subscribers {
         match subscriber.outbound.push(frame.clone(), now) {
-            Pushed::Queued => fanout.delivered += 1,
-            Pushed::DroppedOldest(n) => {
-                fanout.delivered += 1;
-                fanout.dropped += n as u64;
-            }
-            Pushed::ClosedSlow => fanout.closed += 1,
-            Pushed::Refused => {}
+            Pushed::Queued | Pushed::DroppedOldest(_) => fanout.delivered += 1,
+            Pushed::ClosedSlow | Pushed::Refused => {}
         }
     }
 }
@@ -246,12 +261,15 @@ mod tests {
     fn subscriber(conn: u64) -> Subscriber {
         Subscriber {
             conn: ConnId(conn),
-            outbound: Rc::new(Outbound::new(OutboundLimits {
-                max_bytes: 1 << 20,
-                max_messages: 1000,
-                max_age: Duration::from_secs(10),
-                policy: SlowConsumerPolicy::Close,
-            })),
+            outbound: Rc::new(Outbound::new(
+                OutboundLimits {
+                    max_bytes: 1 << 20,
+                    max_messages: 1000,
+                    max_age: Duration::from_secs(10),
+                    policy: SlowConsumerPolicy::Close,
+                },
+                crate::metrics::CoreStats::detached(),
+            )),
         }
     }
 
@@ -290,7 +308,7 @@ mod tests {
                 .delivered,
             0
         );
-        shard.activate(&room, Codec::MsgPack, Offset(7), now);
+        assert!(!shard.activate(&room, Codec::MsgPack, Offset(7), now));
         assert_eq!(rx_a.try_recv(), Ok(Offset(7)));
         assert_eq!(rx_b.try_recv(), Ok(Offset(7)));
         assert_eq!(
@@ -310,13 +328,33 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_that_leaves_before_the_acknowledgement_is_never_activated() {
+        let mut shard = Shard::default();
+        let room = RoomName::new("chat").unwrap();
+        let now = Instant::now();
+        let gone = subscriber(1);
+        let _ = shard.subscribe(&room, Codec::MsgPack, gone.clone(), RequestId(1), now);
+        assert!(!shard.unsubscribe(&room, Codec::MsgPack, ConnId(1)));
+        assert!(
+            shard.activate(&room, Codec::MsgPack, Offset(3), now),
+            "nobody left: tell the home"
+        );
+        assert_eq!(shard.subscriber_count(&room, Codec::MsgPack), 0);
+        assert_eq!(
+            gone.outbound.len(),
+            0,
+            "no acknowledgement for a subscriber that left"
+        );
+    }
+
+    #[test]
     fn the_last_unsubscribe_tells_the_home_and_later_deliveries_reach_no_one() {
         let mut shard = Shard::default();
         let room = RoomName::new("chat").unwrap();
         let a = subscriber(1);
         let now = Instant::now();
         let _ = shard.subscribe(&room, Codec::Proto, a.clone(), RequestId(0), now);
-        shard.activate(&room, Codec::Proto, Offset(0), now);
+        assert!(!shard.activate(&room, Codec::Proto, Offset(0), now));
         let _ = shard.subscribe(&room, Codec::Proto, subscriber(2), RequestId(0), now);
         assert!(!shard.unsubscribe(&room, Codec::Proto, ConnId(1)));
         assert!(shard.unsubscribe(&room, Codec::Proto, ConnId(2)));

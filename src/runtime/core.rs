@@ -13,12 +13,12 @@ use tokio::task::LocalSet;
 use tokio::time::Instant;
 
 use crate::engine::MemoryEngine;
-use crate::metrics::{self, CoreCounters};
+use crate::metrics::{self, CoreCounters, CoreStats};
 use crate::protocol::{frame, Codec, Offset, Reply, RequestId};
 use crate::router::home::Home;
 use crate::router::postbox::{Inbox, Mailbox, Postbox};
 use crate::router::shard::{Fanout, Shard};
-use crate::router::{AckTo, ConnId, CoreId, CoreMsg, PublishMsg};
+use crate::router::{home_core, AckTo, ConnId, CoreId, CoreMsg, PublishMsg};
 use crate::transport::http;
 use crate::transport::outbound::{Closing, Outbound};
 
@@ -56,7 +56,8 @@ impl Core {
     pub fn register(&self, codec: Codec) -> (ConnId, Rc<Outbound>) {
         let conn = ConnId(self.next_conn.get());
         self.next_conn.set(conn.0 + 1);
-        let outbound = Rc::new(Outbound::new(self.node.limits.outbound));
+        let stats = CoreStats::new(self.node.stats.clone(), self.id.0);
+        let outbound = Rc::new(Outbound::new(self.node.limits.outbound, stats));
         self.sessions.borrow_mut().insert(
             conn,
             SessionEntry {
@@ -72,33 +73,17 @@ impl Core {
     }
 
     fn count_fanout(&self, fanout: Fanout) {
-        let counters = self.counters();
-        metrics::add(&counters.deliveries, fanout.delivered);
-        if fanout.dropped > 0 {
-            metrics::add(&counters.slow_consumer_dropped, fanout.dropped);
-        }
-        if fanout.closed > 0 {
-            metrics::add(&counters.slow_consumer_closes, fanout.closed);
-        }
+        metrics::add(&self.counters().deliveries, fanout.delivered);
     }
 
-    /// Sends an event to a core from the driver: handled at once when it is
-    /// this core, posted (never waiting) otherwise.
-    fn route(&self, dest: CoreId, msg: CoreMsg) {
+    /// Sends an event to a core: handled at once when it is this core,
+    /// posted otherwise. Never waits, and keeps the order of every event this
+    /// core sends to one destination (interest on/off above all).
+    pub fn route(&self, dest: CoreId, msg: CoreMsg) {
         if dest == self.id {
             self.handle_event(msg);
         } else {
             self.postbox.post(dest, msg);
-        }
-    }
-
-    /// Sends an event to a core from a session: handled at once when it is
-    /// this core, else waits for room in the destination's inbox.
-    pub async fn send_event(&self, dest: CoreId, msg: CoreMsg) {
-        if dest == self.id {
-            self.handle_event(msg);
-        } else {
-            self.postbox.send_event(dest, msg).await;
         }
     }
 
@@ -143,9 +128,18 @@ impl Core {
                 codec,
                 offset,
             } => {
-                self.shard
-                    .borrow_mut()
-                    .activate(&room, codec, offset, Instant::now().into_std());
+                let now = Instant::now().into_std();
+                let nobody_left = self.shard.borrow_mut().activate(&room, codec, offset, now);
+                if nobody_left {
+                    let home = home_core(&room, self.node.config.workers);
+                    let off = CoreMsg::Interest {
+                        room,
+                        codec,
+                        core: self.id,
+                        on: false,
+                    };
+                    self.route(home, off);
+                }
             }
             CoreMsg::Deliver {
                 room,

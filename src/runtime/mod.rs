@@ -22,7 +22,7 @@ use crate::transport::listener;
 pub struct Node {
     pub config: Config,
     pub limits: Limits,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     /// WebSocket connections open on this node (bounded by `max_connections`).
     pub connections: AtomicUsize,
     shutting_down: AtomicBool,
@@ -95,7 +95,7 @@ impl Server {
         let (mailboxes, inboxes) = postbox::mailboxes(workers, config.core_queue_capacity);
         let node = Arc::new(Node {
             limits: Limits::from_config(&config),
-            stats: Stats::new(workers),
+            stats: Arc::new(Stats::new(workers)),
             connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             mailboxes: mailboxes.clone(),

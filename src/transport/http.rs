@@ -51,9 +51,13 @@ pub enum Negotiated {
     Offered(Codec),
 }
 
-/// Picks the codec from the `Sec-WebSocket-Protocol` offers; `Err` when
-/// every offer is unknown.
-pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, ()> {
+/// Every subprotocol the client offered is one we do not speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no supported subprotocol offered")]
+pub struct UnsupportedSubprotocol;
+
+/// Picks the codec from the `Sec-WebSocket-Protocol` offers.
+pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, UnsupportedSubprotocol> {
     let mut offered = false;
     for value in headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
         offered = true;
@@ -66,7 +70,7 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, ()> {
         }
     }
     if offered {
-        Err(())
+        Err(UnsupportedSubprotocol)
     } else {
         Ok(Negotiated::Default(Codec::MsgPack))
     }
@@ -117,7 +121,7 @@ async fn handle(
     }
     let negotiated = match negotiate(req.headers()) {
         Ok(n) => n,
-        Err(()) => return reject(StatusCode::BAD_REQUEST, supported_list()),
+        Err(UnsupportedSubprotocol) => return reject(StatusCode::BAD_REQUEST, supported_list()),
     };
     let Some(slot) = node.try_admit() else {
         return reject(

@@ -16,6 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::limits::{close_code, OutboundLimits, SlowConsumerPolicy};
+use crate::metrics::{self, CoreStats};
 use crate::protocol::frame;
 
 /// What a push did.
@@ -62,10 +63,12 @@ pub struct Outbound {
     state: RefCell<State>,
     limits: OutboundLimits,
     writer: Cell<Option<Waker>>,
+    /// Where slow-consumer outcomes are counted, whatever frame caused them.
+    stats: CoreStats,
 }
 
 impl Outbound {
-    pub fn new(limits: OutboundLimits) -> Outbound {
+    pub fn new(limits: OutboundLimits, stats: CoreStats) -> Outbound {
         Outbound {
             state: RefCell::new(State {
                 frames: VecDeque::new(),
@@ -76,6 +79,7 @@ impl Outbound {
             }),
             limits,
             writer: Cell::new(None),
+            stats,
         }
     }
 
@@ -124,7 +128,17 @@ impl Outbound {
                     }
                 }
             }
-            if over(&state, frame.len()) && !(state.frames.is_empty() && dropped > 0) {
+            if dropped > 0 {
+                metrics::add(&self.stats.counters().slow_consumer_dropped, dropped as u64);
+            }
+            // Still over with frames queued: only replies are left, and they
+            // may not be dropped. (With nothing queued, the bytes over the
+            // bound are in the writer's hands: the frame is admitted.)
+            let only_replies_left = !state.frames.is_empty();
+            if over(&state, frame.len())
+                && (limits.policy == SlowConsumerPolicy::Close || only_replies_left)
+            {
+                metrics::add(&self.stats.counters().slow_consumer_closes, 1);
                 state.bytes -= state.frames.drain(..).map(|q| q.frame.len()).sum::<usize>();
                 state.closing = Some(Closing {
                     code: close_code::TRY_AGAIN_LATER,
@@ -223,7 +237,8 @@ impl Outbound {
 
     /// Moves control frames and then data frames into `batch`, up to
     /// `max_frames` frames or about `max_bytes` bytes (at least one frame).
-    pub fn take(&self, batch: &mut Vec<Bytes>, max_frames: usize, max_bytes: usize) {
+    /// Returns the data bytes taken, to hand back to [`Outbound::written`].
+    pub fn take(&self, batch: &mut Vec<Bytes>, max_frames: usize, max_bytes: usize) -> usize {
         let mut state = self.state.borrow_mut();
         if let Some(pong) = state.pong.take() {
             batch.push(pong);
@@ -239,6 +254,7 @@ impl Outbound {
             taken += q.frame.len();
             batch.push(q.frame);
         }
+        taken
     }
 
     /// The writer wrote `n` data bytes taken with [`Outbound::take`].
@@ -251,6 +267,7 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::CoreStats;
     use std::time::Duration;
 
     fn limits(policy: SlowConsumerPolicy) -> OutboundLimits {
@@ -264,7 +281,7 @@ mod tests {
 
     #[test]
     fn close_policy_discards_the_queue_and_schedules_1013() {
-        let out = Outbound::new(limits(SlowConsumerPolicy::Close));
+        let out = Outbound::new(limits(SlowConsumerPolicy::Close), CoreStats::detached());
         let now = Instant::now();
         for _ in 0..10 {
             assert_eq!(out.push(Bytes::from(vec![0; 100]), now), Pushed::Queued);
@@ -277,7 +294,10 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_the_newest_within_the_bound() {
-        let out = Outbound::new(limits(SlowConsumerPolicy::DropOldest));
+        let out = Outbound::new(
+            limits(SlowConsumerPolicy::DropOldest),
+            CoreStats::detached(),
+        );
         let now = Instant::now();
         for i in 0..10u8 {
             out.push(Bytes::from(vec![i; 100]), now);
@@ -295,7 +315,7 @@ mod tests {
 
     #[test]
     fn taken_bytes_count_until_written() {
-        let out = Outbound::new(limits(SlowConsumerPolicy::Close));
+        let out = Outbound::new(limits(SlowConsumerPolicy::Close), CoreStats::detached());
         let now = Instant::now();
         out.push(Bytes::from(vec![0; 600]), now);
         let mut batch = Vec::new();
@@ -306,7 +326,10 @@ mod tests {
 
     #[test]
     fn drop_oldest_never_drops_a_reply_and_closes_when_only_replies_are_left() {
-        let out = Outbound::new(limits(SlowConsumerPolicy::DropOldest));
+        let out = Outbound::new(
+            limits(SlowConsumerPolicy::DropOldest),
+            CoreStats::detached(),
+        );
         let now = Instant::now();
         out.reply(Bytes::from(vec![1; 400]), now);
         out.push(Bytes::from(vec![2; 400]), now);
@@ -321,7 +344,10 @@ mod tests {
             (1, 3),
             "the reply survives, the oldest delivery goes"
         );
-        let out = Outbound::new(limits(SlowConsumerPolicy::DropOldest));
+        let out = Outbound::new(
+            limits(SlowConsumerPolicy::DropOldest),
+            CoreStats::detached(),
+        );
         out.reply(Bytes::from(vec![1; 600]), now);
         assert_eq!(
             out.reply(Bytes::from(vec![1; 600]), now),
@@ -331,7 +357,10 @@ mod tests {
 
     #[test]
     fn a_message_older_than_max_age_makes_the_queue_full() {
-        let out = Outbound::new(limits(SlowConsumerPolicy::DropOldest));
+        let out = Outbound::new(
+            limits(SlowConsumerPolicy::DropOldest),
+            CoreStats::detached(),
+        );
         let start = Instant::now();
         out.push(Bytes::from_static(b"old"), start);
         let later = start + Duration::from_secs(11);

@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
@@ -80,6 +81,14 @@ pub async fn run(
     ws_read.set_max_message_size(limits.max_message_size.saturating_add(1));
 
     let (conn, outbound) = core.register(codec);
+    if core.node.shutting_down() {
+        // Upgraded after the drain listed this core's sessions: close at once.
+        outbound.close(Closing {
+            code: close_code::SERVICE_RESTART,
+            reason: "service restart",
+            flush: true,
+        });
+    }
     let counters = core.counters();
     metrics::add(&counters.connections_open, 1);
     metrics::add(&counters.connections_accepted, 1);
@@ -137,7 +146,7 @@ pub async fn run(
                 let _ = timeout(limits.close_timeout, &mut writer).await;
             }
         }
-        session.leave_all().await;
+        session.leave_all();
         tracing::debug!("disconnected");
     }
     .instrument(span)
@@ -362,21 +371,30 @@ impl Session {
                     core: core.id,
                     on: true,
                 };
-                core.send_event(home, interest).await;
-                offset.await
+                core.route(home, interest);
+                self.await_offset(room.clone(), offset).await
             }
-            SubscribeStep::Wait(offset) => offset.await,
+            SubscribeStep::Wait(offset) => self.await_offset(room.clone(), offset).await,
         };
-        match offset {
-            Ok(_) => {
-                self.rooms.insert(room);
-            }
-            Err(_) => self.reply(Reply::error(
+        if offset.is_err() {
+            self.rooms.remove(&room);
+            self.reply(Reply::error(
                 id,
                 ErrorCode::ShuttingDown,
                 "node is shutting down",
-            )),
+            ));
         }
+    }
+
+    /// Waits for the home's acknowledgement. The room is recorded first, so
+    /// that a session torn down while waiting still leaves it (`leave_all`).
+    async fn await_offset(
+        &mut self,
+        room: RoomName,
+        offset: oneshot::Receiver<Offset>,
+    ) -> Result<Offset, oneshot::error::RecvError> {
+        self.rooms.insert(room);
+        offset.await
     }
 
     async fn unsubscribe(&mut self, id: RequestId, room: RoomName) {
@@ -387,13 +405,13 @@ impl Session {
                 format!("not subscribed to {room}"),
             ));
         }
-        self.leave(room).await;
+        self.leave(room);
         self.reply(Reply::ack(id, Offset(0)));
     }
 
     /// Removes this connection from a room's local subscribers, telling the
     /// home when it was the last one here.
-    async fn leave(&self, room: RoomName) {
+    fn leave(&self, room: RoomName) {
         let core = &self.core;
         let last = core
             .shard
@@ -407,13 +425,13 @@ impl Session {
                 core: core.id,
                 on: false,
             };
-            core.send_event(home, interest).await;
+            core.route(home, interest);
         }
     }
 
-    async fn leave_all(&mut self) {
+    fn leave_all(&mut self) {
         for room in std::mem::take(&mut self.rooms) {
-            self.leave(room).await;
+            self.leave(room);
         }
     }
 
@@ -493,9 +511,8 @@ async fn write_loop(
                 continue;
             }
         }
-        outbound.take(&mut batch, WRITE_BATCH_FRAMES, WRITE_BATCH_BYTES);
+        let data_bytes = outbound.take(&mut batch, WRITE_BATCH_FRAMES, WRITE_BATCH_BYTES);
         if !batch.is_empty() {
-            let data_bytes: usize = batch.iter().map(Bytes::len).sum();
             let written = {
                 let mut write = pin!(write_all(&mut socket, &mut batch));
                 tokio::select! {
