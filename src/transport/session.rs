@@ -18,7 +18,7 @@ use fastwebsockets::{
 };
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -540,8 +540,9 @@ async fn write_loop(
     }
 }
 
-/// Writes every frame of `batch` with as few vectored writes as the socket allows.
-async fn write_all(socket: &mut OwnedWriteHalf, batch: &mut [Bytes]) -> std::io::Result<()> {
+/// Writes every frame of `batch` with as few vectored writes as the socket
+/// allows (public for the benches).
+pub async fn write_all<W: AsyncWrite + Unpin>(socket: &mut W, batch: &mut [Bytes]) -> std::io::Result<()> {
     let mut first = 0;
     while first < batch.len() {
         let slices: Vec<IoSlice<'_>> = batch[first..].iter().map(|b| IoSlice::new(b)).collect();
