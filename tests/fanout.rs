@@ -203,3 +203,68 @@ async fn subscribing_twice_is_harmless_and_answers_the_current_offset() {
         .unwrap();
     assert_eq!(next(&mut reader).await.offset, after);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_of_one_message_between_cores_slow_publishers_down_but_lose_nothing() {
+    let broker = Broker::start_with(roomcast::Config {
+        core_queue_capacity: 1,
+        ..common::config()
+    });
+    let (room_a, room_b) = rooms_on_both_cores("pressure-");
+    let mut listeners = Vec::new();
+    for room in [&room_a, &room_b] {
+        for (client, start) in subscribers(&broker, room, 20).await {
+            listeners.push((room.clone(), client, start));
+        }
+    }
+    const PER_PUBLISHER: u64 = 300;
+    let mut publishing = JoinSet::new();
+    for p in 0..4u64 {
+        let addr = broker.addr;
+        let rooms = [room_a.clone(), room_b.clone()];
+        publishing.spawn(async move {
+            let publisher = Client::connect(addr, Codec::ALL[p as usize % 2])
+                .await
+                .unwrap();
+            for i in 0..PER_PUBLISHER {
+                for room in &rooms {
+                    publisher
+                        .publish_nowait(room, [p, i].map(u64::to_be_bytes).concat())
+                        .await
+                        .unwrap();
+                }
+            }
+            for room in &rooms {
+                publisher.publish(room, b"done".to_vec()).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = publishing.join_next().await {
+        done.unwrap();
+    }
+    for (room, mut client, start) in listeners {
+        let mut expected = start.next();
+        let mut next_from = [0u64; 4];
+        let mut done = 0;
+        while done < 4 {
+            let message = next(&mut client).await;
+            assert_eq!(
+                (message.room.as_str(), message.offset),
+                (room.as_str(), expected)
+            );
+            expected = expected.next();
+            if &message.data[..] == b"done" {
+                done += 1;
+                continue;
+            }
+            let p = u64::from_be_bytes(message.data[..8].try_into().unwrap()) as usize;
+            let i = u64::from_be_bytes(message.data[8..].try_into().unwrap());
+            assert_eq!(
+                i, next_from[p],
+                "each publisher's messages arrive in its order"
+            );
+            next_from[p] += 1;
+        }
+        assert_eq!(next_from, [PER_PUBLISHER; 4], "nothing lost");
+    }
+}

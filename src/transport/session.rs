@@ -542,7 +542,10 @@ async fn write_loop(
 
 /// Writes every frame of `batch` with as few vectored writes as the socket
 /// allows (public for the benches).
-pub async fn write_all<W: AsyncWrite + Unpin>(socket: &mut W, batch: &mut [Bytes]) -> std::io::Result<()> {
+pub async fn write_all<W: AsyncWrite + Unpin>(
+    socket: &mut W,
+    batch: &mut [Bytes],
+) -> std::io::Result<()> {
     let mut first = 0;
     while first < batch.len() {
         let slices: Vec<IoSlice<'_>> = batch[first..].iter().map(|b| IoSlice::new(b)).collect();
