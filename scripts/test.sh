@@ -127,10 +127,10 @@ step "Checking formatting"
 run cargo fmt --all -- --check
 
 step "Linting"
-run cargo clippy --all-targets -- -D warnings
+run cargo clippy --workspace --all-targets -- -D warnings
 
 step "Testing"
-run cargo test --all-targets
-run cargo test --doc
+run cargo test --workspace --all-targets
+run cargo test --workspace --doc
 
 step "All checks passed"
