@@ -268,3 +268,21 @@ async fn queues_of_one_message_between_cores_slow_publishers_down_but_lose_nothi
         assert_eq!(next_from, [PER_PUBLISHER; 4], "nothing lost");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_of_a_shared_room_can_leave_it() {
+    let broker = Broker::start();
+    let (room_a, room_b) = rooms_on_both_cores("shared-");
+    for room in [&room_a, &room_b] {
+        let first = broker.client(Codec::MsgPack).await;
+        let second = broker.client(Codec::MsgPack).await;
+        first.subscribe(room).await.unwrap();
+        second.subscribe(room).await.unwrap();
+        first.unsubscribe(room).await.unwrap();
+        second.unsubscribe(room).await.unwrap();
+        assert!(matches!(
+            second.unsubscribe(room).await,
+            Err(roomcast::client::ClientError::Server { code: 104, .. })
+        ));
+    }
+}

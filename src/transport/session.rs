@@ -21,7 +21,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
@@ -212,6 +211,10 @@ impl Session {
             if let Err(end) = self.on_frame(frame).await {
                 return end;
             }
+            // Frames already in the read buffer cost no socket read, so nothing
+            // else would make this loop yield: without this, one publisher's
+            // burst could fan out thousands of messages before any writer runs.
+            tokio::task::coop::consume_budget().await;
         }
     }
 
@@ -361,6 +364,9 @@ impl Session {
             .shard
             .borrow_mut()
             .subscribe(&room, self.codec, subscriber, id, now);
+        // Recorded before any wait, so that a session torn down while waiting
+        // still leaves the room (`leave_all`).
+        self.rooms.insert(room.clone());
         let offset = match step {
             SubscribeStep::Ready(offset) => Ok(offset),
             SubscribeStep::AskHome(offset) => {
@@ -372,9 +378,9 @@ impl Session {
                     on: true,
                 };
                 core.route(home, interest);
-                self.await_offset(room.clone(), offset).await
+                offset.await
             }
-            SubscribeStep::Wait(offset) => self.await_offset(room.clone(), offset).await,
+            SubscribeStep::Wait(offset) => offset.await,
         };
         if offset.is_err() {
             self.rooms.remove(&room);
@@ -384,17 +390,6 @@ impl Session {
                 "node is shutting down",
             ));
         }
-    }
-
-    /// Waits for the home's acknowledgement. The room is recorded first, so
-    /// that a session torn down while waiting still leaves it (`leave_all`).
-    async fn await_offset(
-        &mut self,
-        room: RoomName,
-        offset: oneshot::Receiver<Offset>,
-    ) -> Result<Offset, oneshot::error::RecvError> {
-        self.rooms.insert(room);
-        offset.await
     }
 
     async fn unsubscribe(&mut self, id: RequestId, room: RoomName) {
