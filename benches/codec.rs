@@ -22,6 +22,10 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use roomcast::protocol::{frame, ClientOp, ClientRequest, Codec, Offset, RequestId, RoomName};
 
+/// The allocator the `roomcast` binary uses, so allocation costs match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Payload sizes: a tick, a chat line, a small document, a large one.
 const PAYLOAD_SIZES: [usize; 4] = [16, 128, 1024, 16 * 1024];
 
