@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of loadtest/race.sh into BENCHMARKS.md (stdout)."""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({model}), Linux {platform.release()}"
+
+
+def fmt(value, digits=0):
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def lossless(r):
+    if "lossless" in r:
+        return r["lossless"]
+    return r.get("losses", 1) == 0 and r.get("gaps", 1) == 0
+
+
+def ratio(a, b):
+    if not a or not b:
+        return None
+    return a / b
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    by = {}
+    for r in rows:
+        by[(r["server"], r["race_scenario"])] = r
+    servers = []
+    for r in rows:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    out = []
+    w = out.append
+    w("# Benchmarks")
+    w("")
+    w(f"Run on {subprocess.run(['date', '-u', '+%Y-%m-%d %H:%M UTC'], capture_output=True, text=True).stdout.strip()}, "
+      f"on {machine()}: a shared, noisy machine; compare ratios within this one run, not with other runs.")
+    w("Server pinned to core 0 and generator to core 1 (`taskset`); servers run one core "
+      "(roomcast `--workers 1`). Produced by `loadtest/race.sh`; raw JSON at the end.")
+    w("")
+    w("Columns: **deliveries/s** = deliveries that arrived in the measured window; **CPU µs/delivery** = "
+      "server CPU-seconds per million deliveries (the fair comparison when the generator is the ceiling); "
+      "**gen. saturated** = the generator's own core was above 90% (then deliveries/s measures the generator).")
+    for scenario, title in [("fanout", "Fan-out: 1 room × 1,000 subscribers, 128 B, closed loop (window 64)"),
+                            ("rooms", "Many rooms: 100 rooms × 10 subscribers, one publisher each, 128 B"),
+                            ("latency", "Latency: 1,000 msg/s into 100 subscribers, 128 B")]:
+        present = [s for s in servers if (s, scenario) in by]
+        if not present:
+            continue
+        w("")
+        w(f"## {title}")
+        w("")
+        w("| server | deliveries/s | × bun | × limit | CPU µs/delivery | p50 µs | p99 µs | p99.9 µs | lossless | gen. saturated |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+        bun = by.get(("bun", scenario), {})
+        limit = by.get(("limit", scenario), {})
+        for s in present:
+            r = by[(s, scenario)]
+            lat = r.get("latency_us") or {}
+            if s == "socketio" and "latency_ms_p50" in r:
+                lat = {"p50": (r.get("latency_ms_p50") or 0) * 1000, "p99": (r.get("latency_ms_p99") or 0) * 1000}
+            w(f"| {s} | {fmt(r.get('deliveries_per_s'))} | {fmt(ratio(r.get('deliveries_per_s'), bun.get('deliveries_per_s')), 2)} "
+              f"| {fmt(ratio(r.get('deliveries_per_s'), limit.get('deliveries_per_s')), 2)} "
+              f"| {fmt(r.get('server_cpu_s_per_million_deliveries'), 3)} | {fmt(lat.get('p50'))} | {fmt(lat.get('p99'))} "
+              f"| {fmt(lat.get('p999'))} | {'yes' if lossless(r) else '**NO**'} | {'yes' if r.get('generator_saturated') else 'no'} |")
+    present = [s for s in servers if (s, "connections") in by]
+    if present:
+        w("")
+        w("## Idle connections")
+        w("")
+        w("| server | opened | server RSS per connection (bytes) | errors |")
+        w("|---|---:|---:|---|")
+        for s in present:
+            r = by[(s, "connections")]
+            w(f"| {s} | {fmt(r.get('connections_open'))} of {fmt(r.get('connections_requested'))} "
+              f"| {fmt(r.get('server_rss_per_connection_bytes'))} | {json.dumps(r.get('connect_errors') or {})} |")
+    # Targets.
+    rc = lambda sc: by.get(("roomcast", sc), {})
+    bn = lambda sc: by.get(("bun", sc), {})
+    lm = lambda sc: by.get(("limit", sc), {})
+    w("")
+    w("## Against the targets")
+    w("")
+    w("| target | goal | measured | met |")
+    w("|---|---|---|---|")
+
+    def target(name, goal, value, ok, fair=True):
+        shown = fmt(value, 2) if isinstance(value, float) else fmt(value)
+        w(f"| {name} | {goal} | {shown} | {('yes' if ok else 'no') if value is not None and fair else 'not measured'} |")
+
+    f_rc, f_bn, f_lm = rc("fanout"), bn("fanout"), lm("fanout")
+    fair = lossless(f_rc) if f_rc else False
+    target("fan-out deliveries/s vs Bun", "≥ 1.5×", ratio(f_rc.get("deliveries_per_s"), f_bn.get("deliveries_per_s")),
+           (ratio(f_rc.get("deliveries_per_s"), f_bn.get("deliveries_per_s")) or 0) >= 1.5, fair)
+    target("fan-out CPU per delivery, Bun ÷ roomcast", "≥ 1.5× (when the generator is the ceiling)",
+           ratio(f_bn.get("server_cpu_s_per_million_deliveries"), f_rc.get("server_cpu_s_per_million_deliveries")),
+           (ratio(f_bn.get("server_cpu_s_per_million_deliveries"), f_rc.get("server_cpu_s_per_million_deliveries")) or 0) >= 1.5, fair)
+    target("fan-out deliveries/s vs limit", "≥ 0.70×", ratio(f_rc.get("deliveries_per_s"), f_lm.get("deliveries_per_s")),
+           (ratio(f_rc.get("deliveries_per_s"), f_lm.get("deliveries_per_s")) or 0) >= 0.7, fair)
+    r_rc, r_bn = rc("rooms"), bn("rooms")
+    target("rooms deliveries/s vs Bun", "≥ 1.5×", ratio(r_rc.get("deliveries_per_s"), r_bn.get("deliveries_per_s")),
+           (ratio(r_rc.get("deliveries_per_s"), r_bn.get("deliveries_per_s")) or 0) >= 1.5, lossless(r_rc) if r_rc else False)
+    l_rc, l_bn = rc("latency"), bn("latency")
+    p99_rc = (l_rc.get("latency_us") or {}).get("p99")
+    p99_bn = (l_bn.get("latency_us") or {}).get("p99")
+    target("latency p99 (µs), roomcast", f"< Bun's ({fmt(p99_bn)}) and < 1,000", p99_rc,
+           p99_rc is not None and p99_bn is not None and p99_rc < p99_bn and p99_rc < 1000, lossless(l_rc) if l_rc else False)
+    c_rc, c_bn = rc("connections"), bn("connections")
+    target("RSS per idle connection (bytes), roomcast", f"≤ Bun's ({fmt(c_bn.get('server_rss_per_connection_bytes'))})",
+           c_rc.get("server_rss_per_connection_bytes"),
+           (c_rc.get("server_rss_per_connection_bytes") or 1e18) <= (c_bn.get("server_rss_per_connection_bytes") or 0))
+    w("")
+    w("No target may be met by dropping: a run that is not lossless does not count.")
+    w("")
+    w("## Raw results")
+    w("")
+    w("```json")
+    for r in rows:
+        w(json.dumps(r))
+    w("```")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
