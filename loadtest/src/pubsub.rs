@@ -115,6 +115,8 @@ struct Go {
 /// What one thread measured.
 struct WorkerReport {
     deliveries: DeliveryTally,
+    /// The part of `deliveries` the slow subscribers saw.
+    slow_deliveries: DeliveryTally,
     publishes: PublishTally,
     latency: Histogram<u64>,
 }
@@ -126,6 +128,8 @@ pub(crate) struct PubSubOutcome {
     pub(crate) setup_time: Duration,
     pub(crate) times: Times,
     pub(crate) deliveries: DeliveryTally,
+    /// The part of `deliveries` the slow subscribers saw.
+    pub(crate) slow_deliveries: DeliveryTally,
     pub(crate) publishes: PublishTally,
     pub(crate) latency: Histogram<u64>,
     /// CPU at t0 and t1.
@@ -221,6 +225,7 @@ pub(crate) fn run(plan: PubSubPlan) -> anyhow::Result<PubSubOutcome> {
     let _ = stop_tx.send(true);
 
     let mut deliveries = DeliveryTally::default();
+    let mut slow_deliveries = DeliveryTally::default();
     let mut publishes = PublishTally::new(plan.rooms.len());
     let mut latency = new_histogram();
     for handle in handles {
@@ -228,6 +233,7 @@ pub(crate) fn run(plan: PubSubPlan) -> anyhow::Result<PubSubOutcome> {
             .join()
             .map_err(|_| anyhow!("a generator thread panicked"))??;
         deliveries.add(&report.deliveries);
+        slow_deliveries.add(&report.slow_deliveries);
         publishes.add(&report.publishes);
         latency
             .add(&report.latency)
@@ -239,6 +245,7 @@ pub(crate) fn run(plan: PubSubPlan) -> anyhow::Result<PubSubOutcome> {
         setup_time,
         times,
         deliveries,
+        slow_deliveries,
         publishes,
         latency,
         cpu: (cpu_t0, cpu_t1),
@@ -397,6 +404,7 @@ impl Worker {
 
         let mut report = WorkerReport {
             deliveries: DeliveryTally::default(),
+            slow_deliveries: DeliveryTally::default(),
             publishes: PublishTally::new(plan.rooms.len()),
             latency: new_histogram(),
         };
@@ -421,15 +429,21 @@ impl Worker {
         });
         let subscriber_runs: Vec<_> = subscribers
             .into_iter()
-            .map(|job| spawn_local(subscriber::run(job, shared.clone())))
+            .map(|job| {
+                let slow = job.slow.is_some();
+                (slow, spawn_local(subscriber::run(job, shared.clone())))
+            })
             .collect();
         let publisher_runs: Vec<_> = publishers
             .into_iter()
             .map(|(conn, room)| spawn_local(publisher::run(conn, room, shared.clone())))
             .collect();
-        for run in subscriber_runs {
+        for (slow, run) in subscriber_runs {
             if let Ok(tally) = run.await {
                 report.deliveries.add(&tally);
+                if slow {
+                    report.slow_deliveries.add(&tally);
+                }
             }
         }
         for run in publisher_runs {

@@ -123,6 +123,10 @@ pub(crate) struct PubSubReport {
     missing_offsets: u64,
     duplicates: u64,
     lossless: bool,
+    /// Of `gaps` and `missing_offsets`, what the `--slow-subscribers` saw:
+    /// with those alone, a slow reader did not hurt the others.
+    slow_subscriber_gaps: u64,
+    slow_subscriber_missing_offsets: u64,
     latency_us: Option<LatencyUs>,
     subscribers_connected: u64,
     publishers_connected: u64,
@@ -212,6 +216,8 @@ impl PubSubReport {
             missing_offsets: d.missing_offsets,
             duplicates: d.duplicates,
             lossless: losses == 0 && d.gaps == 0 && d.duplicates == 0,
+            slow_subscriber_gaps: outcome.slow_deliveries.gaps,
+            slow_subscriber_missing_offsets: outcome.slow_deliveries.missing_offsets,
             latency_us: latency,
             subscribers_connected: outcome.setup.subscribers(),
             publishers_connected: outcome.setup.publishers(),
@@ -291,6 +297,16 @@ impl PubSubReport {
             self.duplicates,
             if self.lossless { "lossless" } else { "LOSSY" }
         );
+        if p.slow_subscribers > 0 {
+            let _ = writeln!(
+                t,
+                "  {:<22} gaps {} ({} offsets) of the above at the {} slow subscriber(s)",
+                "slow subscribers",
+                self.slow_subscriber_gaps,
+                self.slow_subscriber_missing_offsets,
+                p.slow_subscribers
+            );
+        }
         if let Some(l) = &self.latency_us {
             let _ = writeln!(
                 t,
