@@ -5,7 +5,7 @@
 //! or fan-out. An engine instance belongs to one core and is only asked about
 //! rooms whose home is that core, so it needs no locks.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::protocol::{Offset, RoomName};
 

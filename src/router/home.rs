@@ -4,7 +4,7 @@
 //! No I/O: [`Home::publish`] returns the frames and the cores to send them
 //! to; the driver does the sending.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::engine::Engine;
 use crate::protocol::{frame, Codec, Offset, RoomName};
@@ -35,7 +35,7 @@ impl<E: Engine> Home<E> {
     pub fn new(engine: E) -> Home<E> {
         Home {
             engine,
-            interest: HashMap::new(),
+            interest: HashMap::default(),
         }
     }
 

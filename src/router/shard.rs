@@ -13,11 +13,11 @@
 //! * active: subscribers receive every delivery; `last` is the offset of the
 //!   last one, which is what a new local subscriber is told.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use tokio::sync::oneshot;
 
 use crate::protocol::{frame, Codec, Offset, Reply, RequestId, RoomName};

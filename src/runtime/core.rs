@@ -288,6 +288,9 @@ impl Core {
     }
 
     async fn accept(self: Rc<Self>, listener: TcpListener) {
+        // Backoff after accept errors (out of file descriptors, typically):
+        // doubled per failure up to a second, reset by a success.
+        let mut backoff = Duration::ZERO;
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -295,13 +298,17 @@ impl Core {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    backoff = Duration::ZERO;
                     let _ = stream.set_nodelay(true);
                     tokio::task::spawn_local(http::serve(stream, peer, self.clone()));
                 }
                 Err(error) => {
-                    // Out of file descriptors, typically: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if backoff.is_zero() {
+                        tracing::warn!(%error, "accept failed; backing off");
+                    }
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tokio::time::sleep(backoff).await;
                 }
             }
             if self.node.shutting_down() {
