@@ -70,7 +70,11 @@ pub async fn run(
     };
     let (read_half, write_half) = parts.io.into_inner().into_split();
     // Bytes the client sent right behind its handshake were read by hyper already.
-    let reader = AsyncReadExt::chain(Cursor::new(parts.read_buf), read_half);
+    // Copied (it is usually empty): the slice would keep hyper's whole
+    // handshake buffer alive for the life of the connection.
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    drop(parts.read_buf);
+    let reader = AsyncReadExt::chain(Cursor::new(early), read_half);
     let (mut ws_read, _) =
         fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
     let limits = &core.node.limits;
@@ -472,7 +476,8 @@ async fn write_loop(
     core: Rc<Core>,
 ) {
     let limits: &Limits = &core.node.limits;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    // Grows on first use: an idle connection keeps no batch.
+    let mut batch: Vec<Bytes> = Vec::new();
     let mut next_ping = Instant::now() + limits.ping_interval;
     let mut ping_sent: Option<Instant> = None;
     loop {
