@@ -480,6 +480,9 @@ async fn write_loop(
     let mut batch: Vec<Bytes> = Vec::new();
     let mut next_ping = Instant::now() + limits.ping_interval;
     let mut ping_sent: Option<Instant> = None;
+    // One timer for the connection's life, moved only when its deadline
+    // changes: re-arming a timer per write cost more than the write's bookkeeping.
+    let mut heartbeat = pin!(sleep_until(next_ping));
     loop {
         // One ping outstanding at a time: the next is sent once it is answered
         // (or the connection is closed for not answering).
@@ -487,10 +490,13 @@ async fn write_loop(
             Some(sent) => sent + limits.pong_timeout,
             None => next_ping,
         };
+        if heartbeat.deadline() != wake_at {
+            heartbeat.as_mut().reset(wake_at);
+        }
         tokio::select! {
             biased;
             () = poll_fn(|cx| outbound.poll_work(cx)) => {}
-            () = sleep_until(wake_at) => {
+            () = &mut heartbeat => {
                 let now = Instant::now();
                 match ping_sent.take() {
                     Some(sent) if last_seen.get() < sent => {
