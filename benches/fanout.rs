@@ -84,7 +84,7 @@ fn shard_with(room: &RoomName, n: usize, now: Instant) -> (Shard, Vec<Rc<Outboun
 }
 
 /// Empties every queue as the session writers would (take, then written).
-fn drain(queues: &[Rc<Outbound>], batch: &mut Vec<Bytes>) {
+fn drain(queues: &[Rc<Outbound>], batch: &mut Vec<Rc<Bytes>>) {
     for queue in queues {
         let taken = queue.take(batch, usize::MAX, usize::MAX);
         queue.written(taken);
@@ -184,8 +184,8 @@ fn batched_write(c: &mut Criterion) {
     for frames in [64, 512] {
         // Distinct frames, each its own allocation, as a queue of
         // publications would hold.
-        let queued: Vec<Bytes> = (0..frames)
-            .map(|i| Bytes::from(vec![i as u8; FRAME_LEN]))
+        let queued: Vec<Rc<Bytes>> = (0..frames)
+            .map(|i| Rc::new(Bytes::from(vec![i as u8; FRAME_LEN])))
             .collect();
         group.throughput(Throughput::Bytes((frames * FRAME_LEN) as u64));
         group.bench_function(BenchmarkId::from_parameter(frames), |b| {
@@ -193,8 +193,8 @@ fn batched_write(c: &mut Criterion) {
                 || queued.clone(),
                 // The batch is returned, so dropping its frame references
                 // falls outside the measured time.
-                |mut batch| {
-                    let written = runtime.block_on(write_all(&mut socket, &mut batch));
+                |batch| {
+                    let written = runtime.block_on(write_all(&mut socket, &batch));
                     written.expect("write to the loopback socket");
                     batch
                 },

@@ -16,12 +16,11 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use foldhash::HashMap;
 use tokio::sync::oneshot;
 
 use crate::protocol::{frame, Codec, Offset, Reply, RequestId, RoomName};
-use crate::transport::outbound::{Outbound, Pushed};
+use crate::transport::outbound::{LocalFrame, Outbound, Pushed};
 
 use super::{ConnId, Frames};
 
@@ -236,14 +235,15 @@ impl Shard {
         for (slot, frame) in local.by_codec.iter_mut().zip(frames) {
             if let (Some(Slot::Active { last, subscribers }), Some(frame)) = (slot, frame) {
                 *last = offset;
-                fan_out(subscribers, frame, now, &mut fanout);
+                let local: LocalFrame = Rc::new(frame.clone());
+                fan_out(subscribers, &local, now, &mut fanout);
             }
         }
         fanout
     }
 }
 
-fn fan_out(subscribers: &[Subscriber], frame: &Bytes, now: Instant, fanout: &mut Fanout) {
+fn fan_out(subscribers: &[Subscriber], frame: &LocalFrame, now: Instant, fanout: &mut Fanout) {
     for subscriber in subscribers {
         match subscriber.outbound.push(frame.clone(), now) {
             Pushed::Queued | Pushed::DroppedOldest(_) => fanout.delivered += 1,
@@ -256,6 +256,7 @@ fn fan_out(subscribers: &[Subscriber], frame: &Bytes, now: Instant, fanout: &mut
 mod tests {
     use super::*;
     use crate::limits::{OutboundLimits, SlowConsumerPolicy};
+    use bytes::Bytes;
     use std::time::Duration;
 
     fn subscriber(conn: u64) -> Subscriber {

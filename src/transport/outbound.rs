@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -40,8 +41,13 @@ pub struct Closing {
     pub flush: bool,
 }
 
+/// A frame as a core queues it: the shared [`Bytes`] behind a core-local
+/// `Rc`, so queueing it to each subscriber is a plain increment; the atomic
+/// count of the `Bytes` is touched once per core and publication.
+pub type LocalFrame = Rc<Bytes>;
+
 struct Queued {
-    frame: Bytes,
+    frame: LocalFrame,
     at: Instant,
     /// Deliveries may be dropped under `drop-oldest` (the offset gap shows
     /// it); replies never are (a request gets exactly one reply).
@@ -53,8 +59,8 @@ struct State {
     /// Bytes queued plus bytes taken by the writer and not yet written.
     bytes: usize,
     /// The answer to the latest ping, written before data (only the latest is kept).
-    pong: Option<Bytes>,
-    ping: Option<Bytes>,
+    pong: Option<LocalFrame>,
+    ping: Option<LocalFrame>,
     closing: Option<Closing>,
 }
 
@@ -90,18 +96,18 @@ impl Outbound {
     }
 
     /// Queues a delivery, applying the slow-consumer policy if it does not fit.
-    pub fn push(&self, frame: Bytes, now: Instant) -> Pushed {
-        self.enqueue(frame, now, true)
+    pub fn push(&self, frame: impl Into<LocalFrame>, now: Instant) -> Pushed {
+        self.enqueue(frame.into(), now, true)
     }
 
     /// Queues a reply. Under the same bound as deliveries, but `drop-oldest`
     /// never drops a reply: when only replies are left to drop, the
     /// connection is closed as under `close`.
     pub fn reply(&self, frame: Bytes, now: Instant) -> Pushed {
-        self.enqueue(frame, now, false)
+        self.enqueue(Rc::new(frame), now, false)
     }
 
-    fn enqueue(&self, frame: Bytes, now: Instant, droppable: bool) -> Pushed {
+    fn enqueue(&self, frame: LocalFrame, now: Instant, droppable: bool) -> Pushed {
         let mut state = self.state.borrow_mut();
         if state.closing.is_some() {
             return Pushed::Refused;
@@ -167,13 +173,13 @@ impl Outbound {
 
     /// Queues the answer to a ping (replacing an unsent earlier one).
     pub fn pong(&self, payload: &[u8]) {
-        self.state.borrow_mut().pong = Some(frame::control(frame::Opcode::Pong, payload));
+        self.state.borrow_mut().pong = Some(Rc::new(frame::control(frame::Opcode::Pong, payload)));
         self.wake();
     }
 
     /// Queues a heartbeat ping.
     pub fn ping(&self, payload: &[u8]) {
-        self.state.borrow_mut().ping = Some(frame::control(frame::Opcode::Ping, payload));
+        self.state.borrow_mut().ping = Some(Rc::new(frame::control(frame::Opcode::Ping, payload)));
         self.wake();
     }
 
@@ -238,7 +244,7 @@ impl Outbound {
     /// Moves control frames and then data frames into `batch`, up to
     /// `max_frames` frames or about `max_bytes` bytes (at least one frame).
     /// Returns the data bytes taken, to hand back to [`Outbound::written`].
-    pub fn take(&self, batch: &mut Vec<Bytes>, max_frames: usize, max_bytes: usize) -> usize {
+    pub fn take(&self, batch: &mut Vec<LocalFrame>, max_frames: usize, max_bytes: usize) -> usize {
         let mut state = self.state.borrow_mut();
         if let Some(pong) = state.pong.take() {
             batch.push(pong);

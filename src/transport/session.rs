@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use fastwebsockets::{
     CloseCode, Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead,
 };
@@ -34,7 +34,7 @@ use crate::router::{home_core, AckTo, ConnId, CoreMsg, PublishMsg};
 use crate::runtime::core::Core;
 use crate::runtime::ConnectionSlot;
 
-use super::outbound::{Closing, Outbound};
+use super::outbound::{Closing, LocalFrame, Outbound};
 
 /// Frames handed to one vectored write, at most (below IOV_MAX).
 const WRITE_BATCH_FRAMES: usize = 512;
@@ -477,7 +477,7 @@ async fn write_loop(
 ) {
     let limits: &Limits = &core.node.limits;
     // Grows on first use: an idle connection keeps no batch.
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch: Vec<LocalFrame> = Vec::new();
     let mut next_ping = Instant::now() + limits.ping_interval;
     let mut ping_sent: Option<Instant> = None;
     // One timer for the connection's life, moved only when its deadline
@@ -520,7 +520,7 @@ async fn write_loop(
         let data_bytes = outbound.take(&mut batch, WRITE_BATCH_FRAMES, WRITE_BATCH_BYTES);
         if !batch.is_empty() {
             let written = {
-                let mut write = pin!(write_all(&mut socket, &mut batch));
+                let mut write = pin!(write_all(&mut socket, &batch));
                 tokio::select! {
                     result = &mut write => result,
                     () = poll_fn(|cx| outbound.poll_closing(cx)) => {
@@ -550,22 +550,26 @@ async fn write_loop(
 /// allows (public for the benches).
 pub async fn write_all<W: AsyncWrite + Unpin>(
     socket: &mut W,
-    batch: &mut [Bytes],
+    batch: &[LocalFrame],
 ) -> std::io::Result<()> {
-    let mut first = 0;
+    let (mut first, mut offset) = (0, 0);
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len());
     while first < batch.len() {
-        let slices: Vec<IoSlice<'_>> = batch[first..].iter().map(|b| IoSlice::new(b)).collect();
+        slices.clear();
+        slices.push(IoSlice::new(&batch[first][offset..]));
+        slices.extend(batch[first + 1..].iter().map(|b| IoSlice::new(b)));
         let mut n = socket.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         while n > 0 && first < batch.len() {
-            let len = batch[first].len();
-            if n >= len {
-                n -= len;
+            let left = batch[first].len() - offset;
+            if n >= left {
+                n -= left;
                 first += 1;
+                offset = 0;
             } else {
-                batch[first].advance(n);
+                offset += n;
                 n = 0;
             }
         }
