@@ -132,10 +132,12 @@ def main(path):
            (c_rc.get("server_rss_per_connection_bytes") or 1e18) <= (c_bn.get("server_rss_per_connection_bytes") or 0))
     w("")
     w("No target may be met by dropping: a run that is not lossless does not count.")
-    scaling = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "scaling.md")
-    if os.path.exists(scaling):
-        w("")
-        w(open(scaling).read().rstrip())
+    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    for extra in ("profiles.md", "scaling.md"):
+        path = os.path.join(results, extra)
+        if os.path.exists(path):
+            w("")
+            w(open(path).read().rstrip())
     w("")
     w("## Raw results")
     w("")
