@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::{rooms_on_both_cores, Broker};
+use common::{rooms_on_both_cores, run_with_deadline, Broker};
 
 /// The whole script takes well under a second; this only catches a hang.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
@@ -66,50 +64,7 @@ async fn a_python_websockets_client_speaks_the_msgpack_protocol() {
 
 /// Runs `python3 ARGS`, killing it past [`SCRIPT_DEADLINE`]; blocks the thread.
 fn python<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::io::Result<Output> {
-    let mut child = Command::new("python3")
-        .args(args)
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    // Drained on their own threads so a chatty child never blocks on a full pipe.
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let (status, killed) = wait_or_kill(&mut child)?;
-    let mut stderr = stderr.join().unwrap();
-    if killed {
-        let note = format!("\n(killed: still running after {SCRIPT_DEADLINE:?})\n");
-        stderr.extend_from_slice(note.as_bytes());
-    }
-    Ok(Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr,
-    })
-}
-
-fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        bytes
-    })
-}
-
-/// Waits for the child; past the deadline kills it. Also says whether it was killed.
-fn wait_or_kill(child: &mut Child) -> std::io::Result<(ExitStatus, bool)> {
-    let deadline = Instant::now() + SCRIPT_DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok((status, false));
-        }
-        if Instant::now() >= deadline {
-            child.kill()?;
-            return Ok((child.wait()?, true));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut command = Command::new("python3");
+    command.args(args).env("PYTHONUNBUFFERED", "1");
+    run_with_deadline(&mut command, SCRIPT_DEADLINE)
 }

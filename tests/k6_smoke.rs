@@ -11,13 +11,11 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::Broker;
+use common::{run_with_deadline, Broker};
 
 /// A run takes about 8 s; this only catches a hang.
 const K6_DEADLINE: Duration = Duration::from_secs(120);
@@ -136,54 +134,9 @@ fn assert_success(what: &str, output: &Output) {
 
 /// Runs `k6 ARGS` on a blocking thread, killing it past [`K6_DEADLINE`].
 async fn k6(args: Vec<String>) -> std::io::Result<Output> {
-    tokio::task::spawn_blocking(move || run_with_deadline(Command::new("k6").args(args)))
-        .await
-        .unwrap()
-}
-
-fn run_with_deadline(command: &mut Command) -> std::io::Result<Output> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    // Drained on their own threads so a chatty child never blocks on a full pipe.
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let (status, killed) = wait_or_kill(&mut child)?;
-    let mut stderr = stderr.join().unwrap();
-    if killed {
-        let note = format!("\n(killed: still running after {K6_DEADLINE:?})\n");
-        stderr.extend_from_slice(note.as_bytes());
-    }
-    Ok(Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr,
+    tokio::task::spawn_blocking(move || {
+        run_with_deadline(Command::new("k6").args(args), K6_DEADLINE)
     })
-}
-
-fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        bytes
-    })
-}
-
-/// Waits for the child; past the deadline kills it. Also says whether it was killed.
-fn wait_or_kill(child: &mut Child) -> std::io::Result<(ExitStatus, bool)> {
-    let deadline = Instant::now() + K6_DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok((status, false));
-        }
-        if Instant::now() >= deadline {
-            child.kill()?;
-            return Ok((child.wait()?, true));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    .await
+    .unwrap()
 }
