@@ -13,9 +13,7 @@ use std::pin::pin;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{
-    CloseCode, Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead,
-};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -461,7 +459,6 @@ fn close_frame(payload: &[u8]) -> ReadEnd {
             if std::str::from_utf8(&payload[2..]).is_err() {
                 return violation(close_code::INVALID_PAYLOAD, "close reason is not UTF-8");
             }
-            let _ = CloseCode::from(code);
             ReadEnd::PeerClosed(code)
         }
     }
