@@ -25,7 +25,9 @@
 
 import { setTimeout } from 'k6/timers';
 
-import { duration, envDurationMs, envInt, envNumber, paced, runTag, Session, targetUrl } from './lib/roomcast.js';
+import {
+  deliveryThresholds, duration, envDurationMs, envInt, envNumber, paced, runTag, Session, targetUrl,
+} from './lib/roomcast.js';
 
 const ROOMS = envInt('ROOMS', 10);
 const USERS_PER_ROOM = envInt('USERS_PER_ROOM', 4);
@@ -53,14 +55,7 @@ export const options = {
       maxDuration: duration(DURATION_MS + DRAIN_MS + 30000),
     },
   },
-  thresholds: {
-    roomcast_delivery_latency: [`p(95)<${P95_MS}`],
-    roomcast_gaps: ['count==0'],
-    roomcast_undelivered: ['count==0'],
-    roomcast_protocol_errors: ['count==0'],
-    roomcast_deliveries: ['count>0'],
-    roomcast_handshake_success: ['rate==1'],
-  },
+  thresholds: deliveryThresholds(P95_MS),
 };
 
 /** A prefix per run, so the rooms' offsets start at 0. */

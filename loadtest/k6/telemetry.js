@@ -24,7 +24,9 @@
 // Thresholds: delivery latency p95 < P95_MS, no gaps, nothing undelivered,
 // no protocol errors, at least one delivery.
 
-import { duration, envDurationMs, envInt, envNumber, paced, runTag, Session, targetUrl } from './lib/roomcast.js';
+import {
+  deliveryThresholds, duration, envDurationMs, envInt, envNumber, paced, runTag, Session, targetUrl,
+} from './lib/roomcast.js';
 
 const VIEWERS = envInt('VIEWERS', 20);
 const RATE = envNumber('RATE', 50);
@@ -61,14 +63,7 @@ export const options = {
       maxDuration: MAX_DURATION,
     },
   },
-  thresholds: {
-    roomcast_delivery_latency: [`p(95)<${P95_MS}`],
-    roomcast_gaps: ['count==0'],
-    roomcast_undelivered: ['count==0'],
-    roomcast_protocol_errors: ['count==0'],
-    roomcast_deliveries: ['count>0'],
-    roomcast_handshake_success: ['rate==1'],
-  },
+  thresholds: deliveryThresholds(P95_MS),
 };
 
 /** One room per run, so its offsets start at 0. */

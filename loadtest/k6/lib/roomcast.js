@@ -54,6 +54,23 @@ export const metrics = {
 };
 
 /** The broker's WebSocket URL: `ROOMCAST_URL`, default ws://127.0.0.1:8080/ws. */
+/**
+ * The thresholds every delivery scenario shares: latency p95 under `p95Ms`,
+ * and no gap, no undelivered message, no protocol error, no failed
+ * handshake, and at least one delivery (k6 1.1 checks thresholds on metrics
+ * that never got a sample, so a run that delivered nothing must fail).
+ */
+export function deliveryThresholds(p95Ms) {
+  return {
+    roomcast_delivery_latency: [`p(95)<${p95Ms}`],
+    roomcast_gaps: ['count==0'],
+    roomcast_undelivered: ['count==0'],
+    roomcast_protocol_errors: ['count==0'],
+    roomcast_deliveries: ['count>0'],
+    roomcast_handshake_success: ['rate==1'],
+  };
+}
+
 export function targetUrl() {
   return __ENV.ROOMCAST_URL || DEFAULT_URL;
 }
