@@ -43,10 +43,7 @@ fn payload(len: usize) -> Bytes {
 fn publish(len: usize) -> ClientRequest {
     ClientRequest {
         id: RequestId(42),
-        op: ClientOp::Publish {
-            room: room(),
-            data: payload(len),
-        },
+        op: ClientOp::publish(room(), payload(len)),
     }
 }
 

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use roomcast::engine::MemoryEngine;
+use roomcast::engine::{EngineConfig, MemoryEngine};
 use roomcast::limits::{OutboundLimits, SlowConsumerPolicy};
 use roomcast::metrics::CoreStats;
-use roomcast::protocol::{frame, Codec, Offset, RequestId, RoomName};
+use roomcast::protocol::{frame, Codec, Offset, RequestId, RoomName, StreamPosition};
 use roomcast::router::home::Home;
 use roomcast::router::shard::{Shard, SubscribeStep, Subscriber};
 use roomcast::router::{ConnId, CoreId, Frames};
@@ -61,7 +61,7 @@ fn unbounded() -> OutboundLimits {
 
 /// A shard with `n` active MessagePack subscribers of `room`, and their queues.
 fn shard_with(room: &RoomName, n: usize, now: Instant) -> (Shard, Vec<Rc<Outbound>>) {
-    let mut shard = Shard::default();
+    let mut shard = Shard::new(1024);
     let stats = CoreStats::detached();
     let mut queues = Vec::with_capacity(n);
     for conn in 0..n {
@@ -70,15 +70,16 @@ fn shard_with(room: &RoomName, n: usize, now: Instant) -> (Shard, Vec<Rc<Outboun
         let subscriber = Subscriber {
             conn: ConnId(conn as u64),
             outbound,
+            join_leave: false,
         };
         // Request id 0: no acknowledgement is queued, the queues start empty.
-        let step = shard.subscribe(room, Codec::MsgPack, subscriber, RequestId(0), now);
+        let step = shard.subscribe(room, Codec::MsgPack, subscriber, RequestId(0), None, now);
         assert!(matches!(
             step,
             SubscribeStep::AskHome(_) | SubscribeStep::Wait(_)
         ));
     }
-    shard.activate(room, Codec::MsgPack, Offset(0), now);
+    shard.activate(room, Codec::MsgPack, StreamPosition::default(), now);
     assert_eq!(shard.subscriber_count(room, Codec::MsgPack), n);
     (shard, queues)
 }
@@ -129,6 +130,18 @@ fn shard_deliver(c: &mut Criterion) {
     group.finish();
 }
 
+/// An engine whose rooms keep `history_size` publications for a minute.
+fn engine(history_size: usize) -> MemoryEngine {
+    let config = roomcast::Config {
+        history_size,
+        history_ttl: Duration::from_secs(60),
+        ..roomcast::Config::default()
+    };
+    MemoryEngine::new(EngineConfig::from_config(&config))
+}
+
+/// Sequencing and encoding one publication at its home, without and with
+/// history (which copies the payload once more, into the room's history).
 fn home_publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("home_publish");
     let room = room();
@@ -136,18 +149,22 @@ fn home_publish(c: &mut Criterion) {
         ("one_codec", [Codec::MsgPack, Codec::MsgPack]),
         ("both_codecs", [Codec::MsgPack, Codec::Proto]),
     ];
-    for (name, codecs) in interest {
-        for len in [16, PAYLOAD_LEN, 1_024, 16 * 1_024] {
-            let mut home = Home::new(MemoryEngine::default());
-            // Core 0 subscribes with the first codec, core 1 with the second.
-            for (core, codec) in codecs.into_iter().enumerate() {
-                home.interest(&room, codec, CoreId(core), true);
+    for history_size in [0, 1_000] {
+        for (name, codecs) in interest {
+            for len in [16, PAYLOAD_LEN, 1_024, 16 * 1_024] {
+                let now = Instant::now();
+                let mut home = Home::new(engine(history_size), 1_000);
+                // Core 0 subscribes with the first codec, core 1 with the second.
+                for (core, codec) in codecs.into_iter().enumerate() {
+                    home.interest(&room, codec, CoreId(core), true, now);
+                }
+                let data = vec![7; len];
+                group.throughput(Throughput::Elements(1));
+                let id = BenchmarkId::new(format!("{name}/history_{history_size}"), len);
+                group.bench_function(id, |b| {
+                    b.iter(|| home.publish(black_box(&room), black_box(&data), None, now))
+                });
             }
-            let data = vec![7; len];
-            group.throughput(Throughput::Elements(1));
-            group.bench_function(BenchmarkId::new(name, len), |b| {
-                b.iter(|| home.publish(black_box(&room), black_box(&data)))
-            });
         }
     }
     group.finish();

@@ -187,6 +187,7 @@ impl Client {
                                     break;
                                 }
                             }
+                            Ok(ServerEvent::Presence { .. }) => {}
                             Err(_) => break,
                         }
                     }
@@ -265,8 +266,9 @@ impl Client {
         });
         self.send_envelope(envelope).await?;
         match rx.await {
-            Ok(Outcome::Ack { offset }) => Ok(offset),
+            Ok(Outcome::Ack(ack)) => Ok(ack.offset),
             Ok(Outcome::Error { code, message }) => Err(ClientError::Server { code, message }),
+            Ok(_) => Ok(Offset(0)),
             Err(_) => Err(self.closed_error()),
         }
     }
@@ -274,7 +276,7 @@ impl Client {
     /// Subscribes to `room`; returns its current offset (the next message has offset + 1).
     pub async fn subscribe(&self, room: &str) -> Result<Offset, ClientError> {
         let room = RoomName::new(room)?;
-        self.request(ClientOp::Subscribe { room }).await
+        self.request(ClientOp::subscribe(room)).await
     }
 
     /// Unsubscribes from `room`.
@@ -288,10 +290,7 @@ impl Client {
     /// Publishes and waits for the offset the room gave the publication.
     pub async fn publish(&self, room: &str, data: impl Into<Bytes>) -> Result<Offset, ClientError> {
         let room = RoomName::new(room)?;
-        self.request(ClientOp::Publish {
-            room,
-            data: data.into(),
-        })
+        self.request(ClientOp::publish(room, data.into()))
         .await
     }
 
@@ -304,10 +303,7 @@ impl Client {
         let room = RoomName::new(room)?;
         let request = ClientRequest {
             id: RequestId(0),
-            op: ClientOp::Publish {
-                room,
-                data: data.into(),
-            },
+            op: ClientOp::publish(room, data.into()),
         };
         self.send_envelope(self.codec.encode_request(&request))
             .await

@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::limits::SlowConsumerPolicy;
+use crate::rules::{RoomOptions, RoomRules};
 
 /// A setting that could not be used; the message names it.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,10 @@ fn parse_path(s: &str) -> Result<String, String> {
 
 fn parse_policy(s: &str) -> Result<SlowConsumerPolicy, String> {
     s.parse()
+}
+
+fn parse_rules(s: &str) -> Result<RoomRules, String> {
+    RoomRules::parse(s)
 }
 
 fn default_workers() -> usize {
@@ -177,6 +182,22 @@ settings! {
     drain_period: Duration = Duration::from_secs(5), env "ROOMCAST_DRAIN_PERIOD", parse parse_duration, shown "5s";
     /// Time to wait for the peer's close frame after sending ours.
     close_timeout: Duration = Duration::from_secs(2), env "ROOMCAST_CLOSE_TIMEOUT", parse parse_duration, shown "2s";
+    /// Publications each room keeps for history and recovery (0: none), unless a `rooms` rule says otherwise.
+    history_size: usize = 0, env "ROOMCAST_HISTORY_SIZE", parse parse_count, shown "0";
+    /// How long a kept publication stays, unless a `rooms` rule says otherwise.
+    history_ttl: Duration = Duration::from_secs(300), env "ROOMCAST_HISTORY_TTL", parse parse_duration, shown "5m";
+    /// Whether rooms track presence, unless a `rooms` rule says otherwise.
+    presence: bool = false, env "ROOMCAST_PRESENCE", parse parse_bool, shown "false";
+    /// Whether subscribers of presence rooms may ask for join and leave events, unless a `rooms` rule says otherwise.
+    join_leave: bool = false, env "ROOMCAST_JOIN_LEAVE", parse parse_bool, shown "false";
+    /// Per-room-pattern options, first match wins: a TOML array such as `[{ match = "ticks.*", history_size = 1000, history_ttl = "5m", presence = true, join_leave = true }]`.
+    rooms: RoomRules = RoomRules::default(), env "ROOMCAST_ROOMS", parse parse_rules, shown "[]";
+    /// Publications most returned by one `history` request (a larger limit is capped).
+    history_max_page: usize = 1000, env "ROOMCAST_HISTORY_MAX_PAGE", parse parse_count, shown "1000";
+    /// How long a publish's idempotency key is remembered: a retry within it is not published again.
+    idempotency_window: Duration = Duration::from_secs(300), env "ROOMCAST_IDEMPOTENCY_WINDOW", parse parse_duration, shown "5m";
+    /// Idempotency keys remembered per room; past it the oldest is forgotten early.
+    idempotency_max_keys: usize = 10_000, env "ROOMCAST_IDEMPOTENCY_MAX_KEYS", parse parse_count, shown "10000";
 }
 
 /// One row of the settings table.
@@ -241,6 +262,21 @@ impl Config {
         Ok(config)
     }
 
+    /// The options of `room`: the first matching `rooms` rule over the flat defaults.
+    pub fn room_options(&self, room: &str) -> RoomOptions {
+        self.rooms.resolve(room, self.default_room_options())
+    }
+
+    /// The options of a room no `rooms` rule matches.
+    pub fn default_room_options(&self) -> RoomOptions {
+        RoomOptions {
+            history_size: self.history_size,
+            history_ttl: self.history_ttl,
+            presence: self.presence,
+            join_leave: self.presence && self.join_leave,
+        }
+    }
+
     /// Checks ranges and relations between settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting, reason: &str| {
@@ -285,6 +321,12 @@ impl Config {
         if self.outbound_max_messages == 0 {
             return invalid("outbound_max_messages", "must be at least 1");
         }
+        if self.history_max_page == 0 {
+            return invalid("history_max_page", "must be at least 1");
+        }
+        if self.idempotency_max_keys == 0 {
+            return invalid("idempotency_max_keys", "must be at least 1");
+        }
         if self.core_queue_capacity == 0 {
             return invalid("core_queue_capacity", "must be at least 1");
         }
@@ -294,6 +336,8 @@ impl Config {
             ("pong_timeout", self.pong_timeout),
             ("outbound_max_age", self.outbound_max_age),
             ("close_timeout", self.close_timeout),
+            ("history_ttl", self.history_ttl),
+            ("idempotency_window", self.idempotency_window),
         ] {
             if d.is_zero() {
                 return invalid(name, "must be longer than zero");

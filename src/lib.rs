@@ -14,7 +14,8 @@
 //! 5. [`router`]: a room's home core, the messages and bounded queues
 //!    between cores, the home side (sequence + encode once), and the shard
 //!    of local subscribers (fan-out).
-//! 6. [`engine`]: sequencing (in memory now; history, presence, Redis later).
+//! 6. [`engine`]: sequencing, history, idempotency and presence, behind a
+//!    trait (in memory now; Redis later), with per-room options from [`rules`].
 //! 7. [`metrics`], the counters.
 //! 8. [`client`], a small async Rust client.
 //!
@@ -46,6 +47,7 @@ pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod router;
+pub mod rules;
 pub mod runtime;
 pub mod transport;
 

@@ -43,6 +43,14 @@ counters! {
     publishes,
     /// Frames queued to subscribers.
     deliveries,
+    /// Publish retries recognised by their idempotency key (not published again).
+    duplicate_publishes,
+    /// Subscribes with `recover` answered `recovered = true`.
+    recoveries,
+    /// Subscribes with `recover` answered `recovered = false`.
+    recoveries_refused,
+    /// Missed publications replayed to recovering subscribers.
+    recovered_deliveries,
     /// Error replies sent.
     error_replies,
     /// Connections closed by the server for a protocol violation or bad input.

@@ -13,19 +13,14 @@ use roomcast::protocol::{ClientOp, ClientRequest, Codec, RequestId, RoomName, Se
 fn subscribe(id: u64, room: &str) -> Vec<u8> {
     Codec::MsgPack.encode_request(&ClientRequest {
         id: RequestId(id),
-        op: ClientOp::Subscribe {
-            room: RoomName::new(room).unwrap(),
-        },
+        op: ClientOp::subscribe(RoomName::new(room).unwrap()),
     })
 }
 
 fn publish(id: u64, room: &str, data: &[u8]) -> Vec<u8> {
     Codec::MsgPack.encode_request(&ClientRequest {
         id: RequestId(id),
-        op: ClientOp::Publish {
-            room: RoomName::new(room).unwrap(),
-            data: Bytes::copy_from_slice(data),
-        },
+        op: ClientOp::publish(RoomName::new(room).unwrap(), Bytes::copy_from_slice(data)),
     })
 }
 
@@ -34,8 +29,8 @@ async fn reply_code(ws: &mut RawWs) -> Option<u32> {
     let payload = ws.read_binary().await.expect("a reply");
     match Codec::MsgPack.decode_server(&Bytes::from(payload)).unwrap() {
         ServerEvent::Reply(reply) => match reply.outcome {
-            roomcast::protocol::Outcome::Ack { .. } => None,
             roomcast::protocol::Outcome::Error { code, .. } => Some(code),
+            _ => None,
         },
         other => panic!("expected a reply, got {other:?}"),
     }
@@ -254,6 +249,7 @@ async fn requests_with_bad_fields_get_error_replies_and_the_connection_stays() {
         match Codec::MsgPack.decode_server(&Bytes::from(payload)).unwrap() {
             ServerEvent::Reply(reply) => saw_ack |= reply.id == RequestId(30),
             ServerEvent::Message { data, .. } => saw_message |= &data[..] == b"still here",
+            ServerEvent::Presence { .. } => {}
         }
     }
 }

@@ -21,9 +21,7 @@ async fn stalled_subscriber(broker: &Broker, room: &str) -> (RawWs, Offset) {
     let mut ws = RawWs::connect_small_buffer(broker.addr).await;
     let request = ClientRequest {
         id: RequestId(1),
-        op: ClientOp::Subscribe {
-            room: RoomName::new(room).unwrap(),
-        },
+        op: ClientOp::subscribe(RoomName::new(room).unwrap()),
     };
     ws.send_binary(&Codec::MsgPack.encode_request(&request))
         .await;
@@ -32,10 +30,10 @@ async fn stalled_subscriber(broker: &Broker, room: &str) -> (RawWs, Offset) {
     else {
         panic!("expected the subscribe reply first")
     };
-    let roomcast::protocol::Outcome::Ack { offset } = reply.outcome else {
+    let roomcast::protocol::Outcome::Ack(ack) = reply.outcome else {
         panic!("subscribe refused: {reply:?}")
     };
-    (ws, offset)
+    (ws, ack.offset)
 }
 
 /// Publishes MESSAGES 1 KiB messages in bursts of BURST, the fast subscriber

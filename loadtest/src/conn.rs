@@ -107,7 +107,7 @@ impl Conn {
     pub(crate) async fn subscribe(&mut self, room: &RoomName) -> Result<u64, SetupError> {
         let envelope = self.codec.encode_request(&ClientRequest {
             id: RequestId(SUBSCRIBE_ID),
-            op: ClientOp::Subscribe { room: room.clone() },
+            op: ClientOp::subscribe(room.clone()),
         });
         let mut frame = Vec::with_capacity(envelope.len() + 14);
         ws::write_masked_frame(ws::opcode::BINARY, &envelope, self.key, &mut frame);
@@ -198,10 +198,7 @@ impl PublishTemplate {
         let data: Vec<u8> = (0..payload).map(|i| b'a' + (i % 26) as u8).collect();
         let envelope = codec.encode_request(&ClientRequest {
             id: RequestId(id),
-            op: ClientOp::Publish {
-                room: room.clone(),
-                data: Bytes::from(data.clone()),
-            },
+            op: ClientOp::publish(room.clone(), Bytes::from(data.clone())),
         });
         // Both codecs write `data` last (msgpack: the last entry of the
         // publish map; protobuf: field 2 of Publish, the last field).
@@ -285,7 +282,7 @@ mod tests {
                         let request = codec.decode_request(&envelope).unwrap();
                         assert_eq!(request.id, RequestId(id));
                         match request.op {
-                            ClientOp::Publish { room: r, data } => {
+                            ClientOp::Publish { room: r, data, .. } => {
                                 assert_eq!(r, room);
                                 assert_eq!(data.len(), payload);
                                 assert_eq!(read_stamp(&data), Some(stamp));

@@ -415,12 +415,13 @@ mod tests {
             ServerEvent::Message { room, offset, data } => (Some(room), offset.0, 0, data.to_vec()),
             ServerEvent::Reply(Reply {
                 id,
-                outcome: Outcome::Ack { offset },
-            }) => (None, offset.0, id.0, Vec::new()),
+                outcome: Outcome::Ack(ack),
+            }) => (None, ack.offset.0, id.0, Vec::new()),
             ServerEvent::Reply(Reply {
                 id,
                 outcome: Outcome::Error { code, message },
             }) => (None, u64::from(code), id.0, message.into_bytes()),
+            other => panic!("not a reply or message: {other:?}"),
         }
     }
 

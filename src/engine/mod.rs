@@ -1,57 +1,141 @@
-//! The engine: what a room's home core asks when it sequences a publication.
+//! The engine: what a room's home core asks of a room's state. It assigns
+//! offsets, keeps history and idempotency keys, answers recovery and
+//! history requests, and tracks presence.
 //!
-//! Sequencing sits behind this small boundary so that history, presence and a
-//! Redis-backed engine can replace the in-memory one without touching routing
-//! or fan-out. An engine instance belongs to one core and is only asked about
-//! rooms whose home is that core, so it needs no locks.
+//! Everything a Redis-backed engine must provide for several nodes to keep
+//! the same guarantees sits behind [`Engine`]; routing and fan-out never look
+//! at room state directly. An engine instance belongs to one core and is only
+//! asked about rooms whose home is that core, so it needs no locks.
 
-use foldhash::HashMap;
+pub mod memory;
 
-use crate::protocol::{Offset, RoomName};
+use std::time::Instant;
 
-/// Assigns each room's offsets: one total order per room.
-pub trait Engine {
-    /// Gives the next publication to `room` its offset (the first is 1).
-    fn sequence(&mut self, room: &RoomName) -> Offset;
+use crate::protocol::{
+    ClientInfo, HistoryPage, HistoryQuery, IdempotencyKey, PresenceCounts, Publication, RoomName,
+    StreamPosition,
+};
+use crate::rules::RoomOptions;
 
-    /// The offset of the last publication to `room` (0 if none).
-    fn current(&self, room: &RoomName) -> Offset;
+pub use memory::MemoryEngine;
+
+/// The outcome of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The room's epoch and the publication's offset (for a duplicate: the
+    /// offset the first publication with the key was given).
+    pub position: StreamPosition,
+    /// The idempotency key was seen within the window: nothing was published.
+    pub duplicate: bool,
 }
 
-/// Offsets in memory; they restart from 0 with the process.
-#[derive(Debug, Default)]
-pub struct MemoryEngine {
-    offsets: HashMap<RoomName, Offset>,
+/// The answer to a subscribe with `recover`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The same epoch, and history holds every publication after the
+    /// client's offset: here they are, oldest first, up to `position`.
+    Recovered {
+        position: StreamPosition,
+        missed: Vec<Publication>,
+    },
+    /// Another epoch, or publications the client missed are no longer kept.
+    Refused { position: StreamPosition },
 }
 
-impl Engine for MemoryEngine {
-    fn sequence(&mut self, room: &RoomName) -> Offset {
-        if let Some(offset) = self.offsets.get_mut(room) {
-            *offset = offset.next();
-            return *offset;
+impl Recovery {
+    /// The room's position when recovery was decided.
+    pub fn position(&self) -> &StreamPosition {
+        match self {
+            Recovery::Recovered { position, .. } | Recovery::Refused { position } => position,
         }
-        self.offsets.insert(room.detached(), Offset(1));
-        Offset(1)
-    }
-
-    fn current(&self, room: &RoomName) -> Offset {
-        self.offsets.get(room).copied().unwrap_or_default()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Why an engine could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("room {room} keeps no {what}")]
+    NotEnabled { room: String, what: &'static str },
+}
 
-    #[test]
-    fn offsets_start_at_one_and_grow_by_one_per_room() {
-        let mut engine = MemoryEngine::default();
-        let a = RoomName::new("a").unwrap();
-        let b = RoomName::new("b").unwrap();
-        assert_eq!(engine.current(&a), Offset(0));
-        assert_eq!(engine.sequence(&a), Offset(1));
-        assert_eq!(engine.sequence(&a), Offset(2));
-        assert_eq!(engine.sequence(&b), Offset(1));
-        assert_eq!(engine.current(&a), Offset(2));
+/// A room's state store, as its home core sees it.
+pub trait Engine {
+    /// The options `room` resolved to when its state was created.
+    fn options(&mut self, room: &RoomName, now: Instant) -> RoomOptions;
+
+    /// Sequences one publication (storing it when the room keeps history),
+    /// unless `key` was seen within the idempotency window.
+    fn publish(
+        &mut self,
+        room: &RoomName,
+        data: &[u8],
+        key: Option<&IdempotencyKey>,
+        now: Instant,
+    ) -> Published;
+
+    /// The room's epoch and last offset.
+    fn position(&mut self, room: &RoomName, now: Instant) -> StreamPosition;
+
+    /// Every publication after `from`, if the epoch matches and history
+    /// still holds them all.
+    fn recover(&mut self, room: &RoomName, from: &StreamPosition, now: Instant) -> Recovery;
+
+    /// A page of history, at most `max_page` publications.
+    fn history(
+        &mut self,
+        room: &RoomName,
+        query: HistoryQuery,
+        max_page: usize,
+        now: Instant,
+    ) -> Result<HistoryPage, EngineError>;
+
+    /// Adds a connection to the room's presence; false if it was there.
+    fn join(&mut self, room: &RoomName, info: ClientInfo, now: Instant) -> bool;
+
+    /// Removes a connection from the room's presence, returning its entry.
+    fn leave(&mut self, room: &RoomName, client: &str) -> Option<ClientInfo>;
+
+    /// Who is in the room, earliest joined first.
+    fn presence(&mut self, room: &RoomName, now: Instant) -> Result<Vec<ClientInfo>, EngineError>;
+
+    /// How many are in the room.
+    fn presence_stats(
+        &mut self,
+        room: &RoomName,
+        now: Instant,
+    ) -> Result<PresenceCounts, EngineError>;
+
+    /// Drops what has expired (history, idempotency keys) and forgets rooms
+    /// that keep nothing and that `in_use` says nobody subscribes to; such a
+    /// room comes back with a new epoch.
+    fn sweep(&mut self, now: Instant, in_use: &dyn Fn(&RoomName) -> bool);
+
+    /// Rooms with state (for tests and stats).
+    fn room_count(&self) -> usize;
+}
+
+/// What an engine needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub rules: crate::rules::RoomRules,
+    /// Options of rooms no rule matches.
+    pub defaults: RoomOptions,
+    pub idempotency_window: std::time::Duration,
+    pub idempotency_max_keys: usize,
+}
+
+impl EngineConfig {
+    pub fn from_config(config: &crate::Config) -> EngineConfig {
+        EngineConfig {
+            rules: config.rooms.clone(),
+            defaults: config.default_room_options(),
+            idempotency_window: config.idempotency_window,
+            idempotency_max_keys: config.idempotency_max_keys,
+        }
+    }
+
+    /// The options of `room`.
+    pub fn options(&self, room: &RoomName) -> RoomOptions {
+        self.rules.resolve(room.as_str(), self.defaults)
     }
 }

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::{Codec, Offset, Reply, RoomName};
+use super::{ClientInfo, Codec, Offset, PresenceChange, Reply, RoomName};
 
 /// The longest WebSocket frame header a server writes (no mask).
 pub const MAX_HEADER_LEN: usize = 10;
@@ -67,6 +67,13 @@ pub fn message(codec: Codec, room: &RoomName, offset: Offset, data: &[u8]) -> By
 /// The frame carrying one reply.
 pub fn reply(codec: Codec, reply: &Reply) -> Bytes {
     build(Opcode::Binary, 48, |out| codec.encode_reply(reply, out))
+}
+
+/// The frame carrying a join or leave event.
+pub fn presence(codec: Codec, change: PresenceChange, room: &RoomName, info: &ClientInfo) -> Bytes {
+    build(Opcode::Binary, 64 + room.as_bytes().len(), |out| {
+        codec.encode_presence(change, room, info, out)
+    })
 }
 
 /// A close frame with a status code and a reason (truncated to fit 125 bytes

@@ -80,6 +80,20 @@ impl Codec {
         }
     }
 
+    /// Encodes a join or leave event into `out` (no WebSocket header).
+    pub fn encode_presence(
+        self,
+        change: PresenceChange,
+        room: &RoomName,
+        info: &ClientInfo,
+        out: &mut Vec<u8>,
+    ) {
+        match self {
+            Codec::MsgPack => msgpack::encode_presence(change, room, info, out),
+            Codec::Proto => proto::encode_presence(change, room, info, out),
+        }
+    }
+
     /// Decodes one server envelope (used by the Rust client and the tests).
     pub fn decode_server(self, payload: &Bytes) -> Result<ServerEvent, MalformedEnvelope> {
         match self {
@@ -223,9 +237,111 @@ pub struct ClientRequest {
 /// The operations a client can ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientOp {
-    Subscribe { room: RoomName },
-    Unsubscribe { room: RoomName },
-    Publish { room: RoomName, data: Bytes },
+    Subscribe {
+        room: RoomName,
+        /// Resume after this position, from the room's history.
+        recover: Option<StreamPosition>,
+        /// Also receive join and leave events.
+        join_leave: bool,
+    },
+    Unsubscribe {
+        room: RoomName,
+    },
+    Publish {
+        room: RoomName,
+        data: Bytes,
+        /// Retries with the same key are not published twice.
+        idempotency_key: Option<IdempotencyKey>,
+    },
+    History {
+        room: RoomName,
+        query: HistoryQuery,
+    },
+    Presence {
+        room: RoomName,
+    },
+    PresenceStats {
+        room: RoomName,
+    },
+}
+
+impl ClientOp {
+    /// A plain subscribe: no recovery, no join and leave events.
+    pub fn subscribe(room: RoomName) -> ClientOp {
+        ClientOp::Subscribe {
+            room,
+            recover: None,
+            join_leave: false,
+        }
+    }
+
+    /// A publish without an idempotency key.
+    pub fn publish(room: RoomName, data: Bytes) -> ClientOp {
+        ClientOp::Publish {
+            room,
+            data,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// A room's incarnation: it changes whenever the room's history is lost (a
+/// restart of the memory engine, or the room expiring while unused), so a
+/// client can tell "nothing missed" from "everything I knew is gone".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Epoch(pub String);
+
+impl Epoch {
+    /// A fresh random epoch: 16 hex digits.
+    pub fn random() -> Epoch {
+        Epoch(format!("{:016x}", random_u64()))
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 64 random bits from the standard library's randomly keyed hasher (no
+/// extra dependency; the ids it makes need to be unpredictable across
+/// restarts, not cryptographically strong).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+/// Where a subscriber is in a room: the epoch and the last offset it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamPosition {
+    pub epoch: Epoch,
+    pub offset: Offset,
+}
+
+/// The longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
+/// A client-chosen key that makes a publish safe to retry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(pub Bytes);
+
+/// Which page of a room's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryQuery {
+    /// Oldest first: offsets after `since`. Newest first: offsets before it
+    /// (every offset when 0).
+    pub since: Offset,
+    /// Publications at most; 0 means the server's page size.
+    pub limit: u32,
+    /// Newest first.
+    pub reverse: bool,
 }
 
 /// The numeric codes of error replies; docs/PROTOCOL.md lists them.
@@ -243,9 +359,22 @@ pub enum ErrorCode {
     NotSubscribed,
     /// The node is shutting down and takes no new subscriptions.
     ShuttingDown,
+    /// History, presence or join and leave events asked of a room whose
+    /// configuration does not keep them.
+    NotEnabled,
 }
 
 impl ErrorCode {
+    const ALL: [ErrorCode; 7] = [
+        ErrorCode::UnknownOperation,
+        ErrorCode::InvalidField,
+        ErrorCode::InvalidRoom,
+        ErrorCode::TooManyRooms,
+        ErrorCode::NotSubscribed,
+        ErrorCode::ShuttingDown,
+        ErrorCode::NotEnabled,
+    ];
+
     /// The number on the wire.
     pub fn code(self) -> u32 {
         match self {
@@ -255,21 +384,13 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => 103,
             ErrorCode::NotSubscribed => 104,
             ErrorCode::ShuttingDown => 105,
+            ErrorCode::NotEnabled => 106,
         }
     }
 
     /// The code a number names, if any.
     pub fn from_code(code: u32) -> Option<ErrorCode> {
-        [
-            ErrorCode::UnknownOperation,
-            ErrorCode::InvalidField,
-            ErrorCode::InvalidRoom,
-            ErrorCode::TooManyRooms,
-            ErrorCode::NotSubscribed,
-            ErrorCode::ShuttingDown,
-        ]
-        .into_iter()
-        .find(|c| c.code() == code)
+        ErrorCode::ALL.into_iter().find(|c| c.code() == code)
     }
 }
 
@@ -280,19 +401,79 @@ pub struct Reply {
     pub outcome: Outcome,
 }
 
-/// Success with an offset, or a coded failure.
+/// A success with its result, or a coded failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Ack { offset: Offset },
+    Ack(Ack),
     Error { code: u32, message: String },
+    History(HistoryPage),
+    Presence(Vec<ClientInfo>),
+    PresenceStats(PresenceCounts),
+}
+
+/// A plain success. Fields that do not apply to the operation are left at
+/// their defaults (and left out on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ack {
+    pub offset: Offset,
+    /// Subscribe: the room's epoch.
+    pub epoch: Epoch,
+    /// Subscribe with recover: whether every missed publication follows.
+    pub recovered: bool,
+    /// Publish with an idempotency key: a retry of an earlier publication.
+    pub duplicate: bool,
+}
+
+/// One stored publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub offset: Offset,
+    pub data: Bytes,
+}
+
+/// A page of history, with the room's position when it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryPage {
+    pub position: StreamPosition,
+    pub publications: Vec<Publication>,
+}
+
+/// A connection in a room's presence.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientInfo {
+    /// Unique per connection across the cluster.
+    pub client: String,
+    /// The authenticated user; empty while connections are anonymous.
+    pub user: String,
+    /// When it subscribed, in milliseconds since the Unix epoch.
+    pub joined_at_ms: u64,
+}
+
+/// How many are in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PresenceCounts {
+    pub clients: u32,
+    /// Distinct non-empty user ids.
+    pub users: u32,
 }
 
 impl Reply {
-    /// A success reply.
+    /// A success reply with just an offset.
     pub fn ack(id: RequestId, offset: Offset) -> Reply {
+        Reply::with(
+            id,
+            Ack {
+                offset,
+                ..Ack::default()
+            },
+        )
+    }
+
+    /// A success reply.
+    pub fn with(id: RequestId, ack: Ack) -> Reply {
         Reply {
             id,
-            outcome: Outcome::Ack { offset },
+            outcome: Outcome::Ack(ack),
         }
     }
 
@@ -308,7 +489,14 @@ impl Reply {
     }
 }
 
-/// What a server sends: a reply or a delivered publication.
+/// Join or leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceChange {
+    Join,
+    Leave,
+}
+
+/// What a server sends: a reply, a delivered publication, or a presence event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerEvent {
     Reply(Reply),
@@ -316,6 +504,11 @@ pub enum ServerEvent {
         room: String,
         offset: Offset,
         data: Bytes,
+    },
+    Presence {
+        change: PresenceChange,
+        room: String,
+        info: ClientInfo,
     },
 }
 
@@ -359,36 +552,75 @@ impl RequestError {
     }
 }
 
-/// Builds a request from the decoded parts shared by both codecs: exactly
-/// one operation must be present.
-fn assemble(
-    id: RequestId,
-    subscribe: Option<Bytes>,
-    unsubscribe: Option<Bytes>,
-    publish: Option<(Bytes, Bytes)>,
-) -> Result<ClientRequest, RequestError> {
-    let set = usize::from(subscribe.is_some())
-        + usize::from(unsubscribe.is_some())
-        + usize::from(publish.is_some());
-    if set > 1 {
+/// One operation as a decoder found it, before its room name is checked.
+enum RawOp {
+    Subscribe {
+        room: Bytes,
+        recover: Option<StreamPosition>,
+        join_leave: bool,
+    },
+    Unsubscribe(Bytes),
+    Publish {
+        room: Bytes,
+        data: Bytes,
+        key: Bytes,
+    },
+    History(Bytes, HistoryQuery),
+    Presence(Bytes),
+    PresenceStats(Bytes),
+}
+
+/// Builds a request from what either decoder found: exactly one operation
+/// must be present, with a valid room name.
+fn assemble(id: RequestId, ops: Vec<RawOp>) -> Result<ClientRequest, RequestError> {
+    if ops.len() > 1 {
         return Err(RequestError::InvalidField {
             id,
-            reason: format!("{set} operations set, exactly one is allowed"),
+            reason: format!("{} operations set, exactly one is allowed", ops.len()),
         });
     }
     let room =
         |bytes| RoomName::parse(bytes).map_err(|reason| RequestError::InvalidRoom { id, reason });
-    let op = if let Some(name) = subscribe {
-        ClientOp::Subscribe { room: room(name)? }
-    } else if let Some(name) = unsubscribe {
-        ClientOp::Unsubscribe { room: room(name)? }
-    } else if let Some((name, data)) = publish {
-        ClientOp::Publish {
-            room: room(name)?,
-            data,
-        }
-    } else {
+    let Some(raw) = ops.into_iter().next() else {
         return Err(RequestError::UnknownOperation { id });
+    };
+    let op = match raw {
+        RawOp::Subscribe {
+            room: name,
+            recover,
+            join_leave,
+        } => ClientOp::Subscribe {
+            room: room(name)?,
+            recover,
+            join_leave,
+        },
+        RawOp::Unsubscribe(name) => ClientOp::Unsubscribe { room: room(name)? },
+        RawOp::Publish {
+            room: name,
+            data,
+            key,
+        } => {
+            if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+                return Err(RequestError::InvalidField {
+                    id,
+                    reason: format!(
+                        "idempotency_key is {} bytes, the limit is {MAX_IDEMPOTENCY_KEY_BYTES}",
+                        key.len()
+                    ),
+                });
+            }
+            ClientOp::Publish {
+                room: room(name)?,
+                data,
+                idempotency_key: (!key.is_empty()).then(|| IdempotencyKey(key)),
+            }
+        }
+        RawOp::History(name, query) => ClientOp::History {
+            room: room(name)?,
+            query,
+        },
+        RawOp::Presence(name) => ClientOp::Presence { room: room(name)? },
+        RawOp::PresenceStats(name) => ClientOp::PresenceStats { room: room(name)? },
     };
     Ok(ClientRequest { id, op })
 }

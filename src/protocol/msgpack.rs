@@ -12,23 +12,38 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    assemble, ClientOp, ClientRequest, MalformedEnvelope, Offset, Outcome, Reply, RequestError,
-    RequestId, RoomName, ServerEvent,
+    assemble, Ack, ClientInfo, ClientOp, ClientRequest, Epoch, HistoryPage, HistoryQuery,
+    MalformedEnvelope, Offset, Outcome, PresenceChange, PresenceCounts, Publication, RawOp, Reply,
+    RequestError, RequestId, RoomName, ServerEvent, StreamPosition,
 };
 
 /// Nesting deeper than this is refused as malformed, before it costs stack.
 const MAX_DEPTH: usize = 16;
 
-#[derive(Deserialize)]
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Deserialize, Serialize, Default)]
 struct WireRequest<'a> {
     #[serde(default)]
     id: u64,
-    #[serde(borrow, default)]
-    subscribe: Option<WireRoom<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    subscribe: Option<WireSubscribe<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     unsubscribe: Option<WireRoom<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     publish: Option<WirePublish<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    history: Option<WireHistory<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    presence: Option<WireRoom<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    presence_stats: Option<WireRoom<'a>>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -38,11 +53,47 @@ struct WireRoom<'a> {
 }
 
 #[derive(Deserialize, Serialize)]
+struct WireSubscribe<'a> {
+    #[serde(borrow, default)]
+    room: &'a str,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    recover: Option<WireRecover<'a>>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    join_leave: bool,
+}
+
+#[derive(Deserialize, Serialize)]
+struct WireRecover<'a> {
+    #[serde(borrow, default)]
+    epoch: &'a str,
+    #[serde(default)]
+    offset: u64,
+}
+
+#[derive(Deserialize, Serialize)]
 struct WirePublish<'a> {
     #[serde(borrow, default)]
     room: &'a str,
     #[serde(borrow, default, with = "serde_bytes")]
     data: &'a [u8],
+    #[serde(borrow, default, skip_serializing_if = "str::is_empty")]
+    idempotency_key: &'a str,
+}
+
+#[derive(Deserialize, Serialize)]
+struct WireHistory<'a> {
+    #[serde(borrow, default)]
+    room: &'a str,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    since: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    limit: u32,
+    #[serde(default, skip_serializing_if = "is_false")]
+    reverse: bool,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 fn malformed(err: impl std::fmt::Display) -> MalformedEnvelope {
@@ -54,54 +105,99 @@ pub fn decode_request(payload: &Bytes) -> Result<ClientRequest, RequestError> {
     let mut de = rmp_serde::Deserializer::from_read_ref(&payload[..]);
     de.set_max_depth(MAX_DEPTH);
     let wire = WireRequest::deserialize(&mut de).map_err(malformed)?;
-    let slice = |s: &[u8]| payload.slice_ref(s);
-    assemble(
-        RequestId(wire.id),
-        wire.subscribe.map(|s| slice(s.room.as_bytes())),
-        wire.unsubscribe.map(|s| slice(s.room.as_bytes())),
-        wire.publish
-            .map(|p| (slice(p.room.as_bytes()), slice(p.data))),
-    )
-}
-
-#[derive(Serialize)]
-struct WireRequestOut<'a> {
-    id: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subscribe: Option<WireRoom<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unsubscribe: Option<WireRoom<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    publish: Option<WirePublish<'a>>,
+    let slice = |s: &str| payload.slice_ref(s.as_bytes());
+    let mut ops = Vec::with_capacity(1);
+    if let Some(s) = wire.subscribe {
+        ops.push(RawOp::Subscribe {
+            room: slice(s.room),
+            recover: s.recover.map(|r| StreamPosition {
+                epoch: Epoch(r.epoch.to_owned()),
+                offset: Offset(r.offset),
+            }),
+            join_leave: s.join_leave,
+        });
+    }
+    if let Some(u) = wire.unsubscribe {
+        ops.push(RawOp::Unsubscribe(slice(u.room)));
+    }
+    if let Some(p) = wire.publish {
+        ops.push(RawOp::Publish {
+            room: slice(p.room),
+            data: payload.slice_ref(p.data),
+            key: slice(p.idempotency_key),
+        });
+    }
+    if let Some(h) = wire.history {
+        let query = HistoryQuery {
+            since: Offset(h.since),
+            limit: h.limit,
+            reverse: h.reverse,
+        };
+        ops.push(RawOp::History(slice(h.room), query));
+    }
+    if let Some(p) = wire.presence {
+        ops.push(RawOp::Presence(slice(p.room)));
+    }
+    if let Some(p) = wire.presence_stats {
+        ops.push(RawOp::PresenceStats(slice(p.room)));
+    }
+    assemble(RequestId(wire.id), ops)
 }
 
 /// Encodes a client envelope.
 pub fn encode_request(request: &ClientRequest) -> Vec<u8> {
-    let mut wire = WireRequestOut {
+    let mut wire = WireRequest {
         id: request.id.0,
-        subscribe: None,
-        unsubscribe: None,
-        publish: None,
+        ..WireRequest::default()
     };
     match &request.op {
-        ClientOp::Subscribe { room } => {
-            wire.subscribe = Some(WireRoom {
+        ClientOp::Subscribe {
+            room,
+            recover,
+            join_leave,
+        } => {
+            wire.subscribe = Some(WireSubscribe {
                 room: room.as_str(),
+                recover: recover.as_ref().map(|r| WireRecover {
+                    epoch: &r.epoch.0,
+                    offset: r.offset.0,
+                }),
+                join_leave: *join_leave,
             })
         }
-        ClientOp::Unsubscribe { room } => {
-            wire.unsubscribe = Some(WireRoom {
-                room: room.as_str(),
-            })
-        }
-        ClientOp::Publish { room, data } => {
+        ClientOp::Unsubscribe { room: r } => wire.unsubscribe = Some(wire_room(r)),
+        ClientOp::Publish {
+            room,
+            data,
+            idempotency_key,
+        } => {
             wire.publish = Some(WirePublish {
                 room: room.as_str(),
                 data,
+                idempotency_key: idempotency_key
+                    .as_ref()
+                    .and_then(|k| std::str::from_utf8(&k.0).ok())
+                    .unwrap_or_default(),
             })
         }
+        ClientOp::History { room, query } => {
+            wire.history = Some(WireHistory {
+                room: room.as_str(),
+                since: query.since.0,
+                limit: query.limit,
+                reverse: query.reverse,
+            })
+        }
+        ClientOp::Presence { room: r } => wire.presence = Some(wire_room(r)),
+        ClientOp::PresenceStats { room: r } => wire.presence_stats = Some(wire_room(r)),
     }
     to_vec(&wire)
+}
+
+fn wire_room(room: &RoomName) -> WireRoom<'_> {
+    WireRoom {
+        room: room.as_str(),
+    }
 }
 
 fn to_vec(value: &impl Serialize) -> Vec<u8> {
@@ -131,54 +227,104 @@ pub fn encode_message(room: &RoomName, offset: Offset, data: &[u8], out: &mut Ve
 }
 
 #[derive(Serialize, Deserialize)]
-struct WireAck {
+struct WireAck<'a> {
     #[serde(default)]
     offset: u64,
+    #[serde(borrow, default, skip_serializing_if = "str::is_empty")]
+    epoch: &'a str,
+    #[serde(default, skip_serializing_if = "is_false")]
+    recovered: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    duplicate: bool,
 }
 
 #[derive(Serialize, Deserialize)]
-struct WireError {
+struct WireError<'a> {
     #[serde(default)]
     code: u32,
-    #[serde(default)]
-    message: String,
+    #[serde(borrow, default)]
+    message: &'a str,
 }
 
 #[derive(Serialize, Deserialize)]
-struct WireReply {
+struct WirePublication<'a> {
+    #[serde(default)]
+    offset: u64,
+    #[serde(borrow, default, with = "serde_bytes")]
+    data: &'a [u8],
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireHistoryPage<'a> {
+    #[serde(borrow, default)]
+    epoch: &'a str,
+    #[serde(default)]
+    offset: u64,
+    #[serde(borrow, default)]
+    publications: Vec<WirePublication<'a>>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct WireClientInfo<'a> {
+    #[serde(borrow, default)]
+    client: &'a str,
+    #[serde(borrow, default)]
+    user: &'a str,
+    #[serde(default)]
+    joined_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WirePresenceList<'a> {
+    #[serde(borrow, default)]
+    clients: Vec<WireClientInfo<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireCounts {
+    #[serde(default)]
+    clients: u32,
+    #[serde(default)]
+    users: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireReply<'a> {
     #[serde(default)]
     id: u64,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    ack: Option<WireAck<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    error: Option<WireError<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    history: Option<WireHistoryPage<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    presence: Option<WirePresenceList<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    ack: Option<WireAck>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<WireError>,
+    presence_stats: Option<WireCounts>,
 }
 
-#[derive(Serialize)]
-struct WireReplyEnvelope {
-    reply: WireReply,
+#[derive(Serialize, Deserialize)]
+struct WireEvent<'a> {
+    #[serde(borrow, default)]
+    room: &'a str,
+    #[serde(borrow, default)]
+    info: WireClientInfo<'a>,
 }
 
-/// Writes `{"reply": {"id": .., "ack": {"offset": ..}}}` or `{"reply": {"id": .., "error": {..}}}`.
-pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
-    let mut wire = WireReply {
-        id: reply.id.0,
-        ack: None,
-        error: None,
-    };
-    match &reply.outcome {
-        Outcome::Ack { offset } => wire.ack = Some(WireAck { offset: offset.0 }),
-        Outcome::Error { code, message } => {
-            wire.error = Some(WireError {
-                code: *code,
-                message: message.clone(),
-            })
-        }
-    }
-    write_into(&WireReplyEnvelope { reply: wire }, out);
+#[derive(Serialize, Deserialize)]
+struct WireServer<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    reply: Option<WireReply<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    message: Option<WireMessage<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    join: Option<WireEvent<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    leave: Option<WireEvent<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct WireMessage<'a> {
     #[serde(borrow, default)]
     room: &'a str,
@@ -188,12 +334,147 @@ struct WireMessage<'a> {
     data: &'a [u8],
 }
 
-#[derive(Deserialize)]
-struct WireServer<'a> {
-    #[serde(default)]
-    reply: Option<WireReply>,
-    #[serde(borrow, default)]
-    message: Option<WireMessage<'a>>,
+fn wire_info(info: &ClientInfo) -> WireClientInfo<'_> {
+    WireClientInfo {
+        client: &info.client,
+        user: &info.user,
+        joined_at_ms: info.joined_at_ms,
+    }
+}
+
+fn info_from(wire: &WireClientInfo<'_>) -> ClientInfo {
+    ClientInfo {
+        client: wire.client.to_owned(),
+        user: wire.user.to_owned(),
+        joined_at_ms: wire.joined_at_ms,
+    }
+}
+
+/// Writes `{"reply": {"id": .., <outcome>: {..}}}`.
+pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
+    let mut wire = WireReply {
+        id: reply.id.0,
+        ack: None,
+        error: None,
+        history: None,
+        presence: None,
+        presence_stats: None,
+    };
+    match &reply.outcome {
+        Outcome::Ack(ack) => {
+            wire.ack = Some(WireAck {
+                offset: ack.offset.0,
+                epoch: &ack.epoch.0,
+                recovered: ack.recovered,
+                duplicate: ack.duplicate,
+            })
+        }
+        Outcome::Error { code, message } => {
+            wire.error = Some(WireError {
+                code: *code,
+                message,
+            })
+        }
+        Outcome::History(page) => {
+            wire.history = Some(WireHistoryPage {
+                epoch: &page.position.epoch.0,
+                offset: page.position.offset.0,
+                publications: page
+                    .publications
+                    .iter()
+                    .map(|p| WirePublication {
+                        offset: p.offset.0,
+                        data: &p.data,
+                    })
+                    .collect(),
+            })
+        }
+        Outcome::Presence(clients) => {
+            wire.presence = Some(WirePresenceList {
+                clients: clients.iter().map(wire_info).collect(),
+            })
+        }
+        Outcome::PresenceStats(counts) => {
+            wire.presence_stats = Some(WireCounts {
+                clients: counts.clients,
+                users: counts.users,
+            })
+        }
+    }
+    write_into(
+        &WireServer {
+            reply: Some(wire),
+            message: None,
+            join: None,
+            leave: None,
+        },
+        out,
+    );
+}
+
+/// Writes `{"join": {"room": .., "info": {..}}}` or the same under `"leave"`.
+pub fn encode_presence(change: PresenceChange, room: &RoomName, info: &ClientInfo, out: &mut Vec<u8>) {
+    let event = WireEvent {
+        room: room.as_str(),
+        info: wire_info(info),
+    };
+    let (join, leave) = match change {
+        PresenceChange::Join => (Some(event), None),
+        PresenceChange::Leave => (None, Some(event)),
+    };
+    write_into(
+        &WireServer {
+            reply: None,
+            message: None,
+            join,
+            leave,
+        },
+        out,
+    );
+}
+
+fn decode_reply(reply: WireReply<'_>, payload: &Bytes) -> Result<Reply, MalformedEnvelope> {
+    let outcome = if let Some(e) = reply.error {
+        Outcome::Error {
+            code: e.code,
+            message: e.message.to_owned(),
+        }
+    } else if let Some(a) = reply.ack {
+        Outcome::Ack(Ack {
+            offset: Offset(a.offset),
+            epoch: Epoch(a.epoch.to_owned()),
+            recovered: a.recovered,
+            duplicate: a.duplicate,
+        })
+    } else if let Some(h) = reply.history {
+        Outcome::History(HistoryPage {
+            position: StreamPosition {
+                epoch: Epoch(h.epoch.to_owned()),
+                offset: Offset(h.offset),
+            },
+            publications: h
+                .publications
+                .iter()
+                .map(|p| Publication {
+                    offset: Offset(p.offset),
+                    data: payload.slice_ref(p.data),
+                })
+                .collect(),
+        })
+    } else if let Some(p) = reply.presence {
+        Outcome::Presence(p.clients.iter().map(info_from).collect())
+    } else if let Some(c) = reply.presence_stats {
+        Outcome::PresenceStats(PresenceCounts {
+            clients: c.clients,
+            users: c.users,
+        })
+    } else {
+        return Err(malformed("reply has no outcome"));
+    };
+    Ok(Reply {
+        id: RequestId(reply.id),
+        outcome,
+    })
 }
 
 /// Decodes a server envelope (client side).
@@ -201,28 +482,22 @@ pub fn decode_server(payload: &Bytes) -> Result<ServerEvent, MalformedEnvelope> 
     let mut de = rmp_serde::Deserializer::from_read_ref(&payload[..]);
     de.set_max_depth(MAX_DEPTH);
     let wire = WireServer::deserialize(&mut de).map_err(malformed)?;
-    match (wire.reply, wire.message) {
-        (Some(reply), None) => {
-            let outcome = match (reply.ack, reply.error) {
-                (_, Some(e)) => Outcome::Error {
-                    code: e.code,
-                    message: e.message,
-                },
-                (Some(a), None) => Outcome::Ack {
-                    offset: Offset(a.offset),
-                },
-                (None, None) => return Err(malformed("reply has neither ack nor error")),
-            };
-            Ok(ServerEvent::Reply(Reply {
-                id: RequestId(reply.id),
-                outcome,
-            }))
-        }
-        (None, Some(m)) => Ok(ServerEvent::Message {
+    let presence = |change, e: WireEvent<'_>| ServerEvent::Presence {
+        change,
+        room: e.room.to_owned(),
+        info: info_from(&e.info),
+    };
+    match (wire.reply, wire.message, wire.join, wire.leave) {
+        (Some(reply), None, None, None) => Ok(ServerEvent::Reply(decode_reply(reply, payload)?)),
+        (None, Some(m), None, None) => Ok(ServerEvent::Message {
             room: m.room.to_owned(),
             offset: Offset(m.offset),
             data: payload.slice_ref(m.data),
         }),
-        _ => Err(malformed("expected exactly one of reply, message")),
+        (None, None, Some(e), None) => Ok(presence(PresenceChange::Join, e)),
+        (None, None, None, Some(e)) => Ok(presence(PresenceChange::Leave, e)),
+        _ => Err(malformed(
+            "expected exactly one of reply, message, join, leave",
+        )),
     }
 }

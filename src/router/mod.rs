@@ -20,7 +20,11 @@ pub mod shard;
 
 use bytes::Bytes;
 
-use crate::protocol::{Codec, Offset, RequestId, RoomName};
+use crate::engine::Recovery;
+use crate::protocol::{
+    ClientInfo, Codec, HistoryQuery, IdempotencyKey, Offset, PresenceChange, RequestId, RoomName,
+    StreamPosition,
+};
 
 /// A worker core's index, `0..workers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,6 +73,16 @@ impl CoreSet {
     }
 }
 
+impl FromIterator<CoreId> for CoreSet {
+    fn from_iter<I: IntoIterator<Item = CoreId>>(cores: I) -> CoreSet {
+        let mut set = CoreSet::default();
+        for core in cores {
+            set.insert(core);
+        }
+        set
+    }
+}
+
 /// The core that sequences `room`: a fixed hash (FNV-1a) of its name, so
 /// every core, in every process and run, computes the same home.
 pub fn home_core(room: &RoomName, workers: usize) -> CoreId {
@@ -97,16 +111,26 @@ pub struct PublishMsg {
     pub room: RoomName,
     /// A slice of the publisher's received message: not copied on the way.
     pub data: Bytes,
+    pub idempotency_key: Option<IdempotencyKey>,
     /// Where to send the offset, when the publisher asked for a reply.
-    pub ack_to: Option<AckTo>,
+    pub reply_to: Option<ReplyTo>,
 }
 
-/// The session waiting for a publish acknowledgement.
+/// The session waiting for an answer from another core.
 #[derive(Debug, Clone, Copy)]
-pub struct AckTo {
+pub struct ReplyTo {
     pub core: CoreId,
     pub conn: ConnId,
     pub request: RequestId,
+}
+
+/// A question only a room's home can answer; the answer goes back as a
+/// ready-made reply frame in the asker's codec.
+#[derive(Debug, Clone, Copy)]
+pub enum Query {
+    History(HistoryQuery),
+    Presence,
+    PresenceStats,
 }
 
 /// What cores tell each other, besides publications.
@@ -121,11 +145,11 @@ pub enum CoreMsg {
         on: bool,
     },
     /// From a home, answering `Interest { on: true }`: deliveries of `room`
-    /// in `codec` to this core start after `offset`.
+    /// in `codec` to this core start after `position`.
     InterestAck {
         room: RoomName,
         codec: Codec,
-        offset: Offset,
+        position: StreamPosition,
     },
     /// From a home: one sequenced publication to fan out to local subscribers.
     Deliver {
@@ -138,5 +162,46 @@ pub enum CoreMsg {
         conn: ConnId,
         request: RequestId,
         offset: Offset,
+        duplicate: bool,
     },
+    /// To a home, sent after the subscriber joined this core's shard as
+    /// recovering (and after `Interest`, when there was one): which
+    /// publications after `from` does it still have?
+    Recover {
+        room: RoomName,
+        codec: Codec,
+        from: StreamPosition,
+        core: CoreId,
+        token: RecoveryToken,
+    },
+    /// From a home: the answer to `Recover`. Every delivery the home sent
+    /// this core before it arrives first.
+    Recovered {
+        room: RoomName,
+        codec: Codec,
+        token: RecoveryToken,
+        recovery: Recovery,
+    },
+    /// To a home: history or presence.
+    Query {
+        room: RoomName,
+        query: Query,
+        codec: Codec,
+        reply_to: ReplyTo,
+    },
+    /// A reply frame for one of this core's sessions.
+    Reply { conn: ConnId, frame: Bytes },
+    /// To a home: a subscriber of a presence room joined or left.
+    Presence {
+        room: RoomName,
+        change: PresenceChange,
+        info: ClientInfo,
+    },
+    /// From a home: a join or leave event for subscribers that asked for them.
+    PresenceEvent { room: RoomName, frames: Frames },
 }
+
+/// Names one recovering subscriber on its core, so an answer meant for an
+/// earlier subscribe of the same connection is never applied to a later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryToken(pub u64);

@@ -12,13 +12,13 @@ use tokio::sync::Notify;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
-use crate::engine::MemoryEngine;
+use crate::engine::{EngineConfig, MemoryEngine, Recovery};
 use crate::metrics::{self, CoreCounters, CoreStats};
-use crate::protocol::{frame, Codec, Offset, Reply, RequestId};
+use crate::protocol::{frame, Ack, Codec, Reply, RequestId};
 use crate::router::home::Home;
 use crate::router::postbox::{Inbox, Mailbox, Postbox};
 use crate::router::shard::{Fanout, Shard};
-use crate::router::{home_core, AckTo, ConnId, CoreId, CoreMsg, PublishMsg};
+use crate::router::{home_core, ConnId, CoreId, CoreMsg, PublishMsg, RecoveryToken, ReplyTo};
 use crate::transport::http;
 use crate::transport::outbound::{Closing, Outbound};
 
@@ -26,6 +26,10 @@ use super::Node;
 
 /// Inbox messages handled before the driver lets sessions run again.
 const DRIVER_BATCH: usize = 256;
+
+/// How often expired history and idempotency keys are dropped, and unused
+/// rooms forgotten.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A session as its core knows it.
 pub struct SessionEntry {
@@ -42,6 +46,7 @@ pub struct Core {
     pub postbox: Postbox,
     pub sessions: RefCell<HashMap<ConnId, SessionEntry>>,
     next_conn: Cell<u64>,
+    next_token: Cell<u64>,
     /// Wakes the accept loop when shutdown begins.
     stop_accepting: Notify,
 }
@@ -66,6 +71,18 @@ impl Core {
             },
         );
         (conn, outbound)
+    }
+
+    /// A token no other recovery on this core has.
+    pub fn recovery_token(&self) -> RecoveryToken {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        RecoveryToken(token)
+    }
+
+    /// The cluster-wide id of one of this core's connections, as presence shows it.
+    pub fn client_id(&self, conn: ConnId) -> String {
+        format!("{}-{}-{}", self.node.id, self.id.0, conn.0)
     }
 
     pub fn deregister(&self, conn: ConnId) {
@@ -104,6 +121,7 @@ impl Core {
 
     /// Handles one event addressed to this core.
     pub fn handle_event(&self, msg: CoreMsg) {
+        let now = Instant::now().into_std();
         match msg {
             CoreMsg::Interest {
                 room,
@@ -111,25 +129,28 @@ impl Core {
                 core,
                 on,
             } => {
-                let offset = self.home.borrow_mut().interest(&room, codec, core, on);
+                let position = self
+                    .home
+                    .borrow_mut()
+                    .interest(&room, codec, core, on, now);
                 if on {
-                    self.route(
-                        core,
-                        CoreMsg::InterestAck {
-                            room,
-                            codec,
-                            offset,
-                        },
-                    );
+                    let ack = CoreMsg::InterestAck {
+                        room,
+                        codec,
+                        position,
+                    };
+                    self.route(core, ack);
                 }
             }
             CoreMsg::InterestAck {
                 room,
                 codec,
-                offset,
+                position,
             } => {
-                let now = Instant::now().into_std();
-                let nobody_left = self.shard.borrow_mut().activate(&room, codec, offset, now);
+                let nobody_left = self
+                    .shard
+                    .borrow_mut()
+                    .activate(&room, codec, position, now);
                 if nobody_left {
                     let home = home_core(&room, self.node.config.workers);
                     let off = CoreMsg::Interest {
@@ -146,7 +167,6 @@ impl Core {
                 offset,
                 frames,
             } => {
-                let now = Instant::now().into_std();
                 let fanout = self.shard.borrow_mut().deliver(&room, offset, &frames, now);
                 self.count_fanout(fanout);
             }
@@ -154,18 +174,105 @@ impl Core {
                 conn,
                 request,
                 offset,
-            } => self.reply_to(conn, request, offset),
+                duplicate,
+            } => {
+                let ack = Ack {
+                    offset,
+                    duplicate,
+                    ..Ack::default()
+                };
+                self.reply_to(conn, request, ack);
+            }
+            CoreMsg::Recover {
+                room,
+                codec,
+                from,
+                core,
+                token,
+            } => {
+                let recovery = self.home.borrow_mut().recover(&room, &from, now);
+                let answer = CoreMsg::Recovered {
+                    room,
+                    codec,
+                    token,
+                    recovery,
+                };
+                self.route(core, answer);
+            }
+            CoreMsg::Recovered {
+                room,
+                codec,
+                token,
+                recovery,
+            } => {
+                let counter = match recovery {
+                    Recovery::Recovered { .. } => &self.counters().recoveries,
+                    Recovery::Refused { .. } => &self.counters().recoveries_refused,
+                };
+                metrics::add(counter, 1);
+                let fanout = self
+                    .shard
+                    .borrow_mut()
+                    .finish_recovery(&room, codec, token, recovery, now);
+                metrics::add(&self.counters().recovered_deliveries, fanout.delivered);
+            }
+            CoreMsg::Query {
+                room,
+                query,
+                codec,
+                reply_to,
+            } => {
+                let frame = self
+                    .home
+                    .borrow_mut()
+                    .query(&room, query, codec, reply_to.request, now);
+                let reply = CoreMsg::Reply {
+                    conn: reply_to.conn,
+                    frame,
+                };
+                self.route(reply_to.core, reply);
+            }
+            CoreMsg::Reply { conn, frame } => {
+                if let Some(session) = self.sessions.borrow().get(&conn) {
+                    session.outbound.reply(frame, now);
+                }
+            }
+            CoreMsg::Presence { room, change, info } => {
+                let event = self.home.borrow_mut().presence(&room, change, info, now);
+                if let Some(event) = event {
+                    for core in event.targets.iter() {
+                        let msg = CoreMsg::PresenceEvent {
+                            room: room.clone(),
+                            frames: event.frames.clone(),
+                        };
+                        self.route(core, msg);
+                    }
+                }
+            }
+            CoreMsg::PresenceEvent { room, frames } => {
+                self.shard
+                    .borrow_mut()
+                    .deliver_presence(&room, &frames, now);
+            }
         }
     }
 
     /// Sequences one publication to a room whose home is this core, fans it
     /// out to local subscribers and posts it to the other interested cores.
     pub fn handle_publish(&self, msg: PublishMsg) {
-        let sequenced = self.home.borrow_mut().publish(&msg.room, &msg.data);
-        metrics::add(&self.counters().publishes, 1);
+        let now = Instant::now().into_std();
+        let sequenced =
+            self.home
+                .borrow_mut()
+                .publish(&msg.room, &msg.data, msg.idempotency_key.as_ref(), now);
+        let counter = if sequenced.duplicate {
+            &self.counters().duplicate_publishes
+        } else {
+            &self.counters().publishes
+        };
+        metrics::add(counter, 1);
         for core in sequenced.targets.iter() {
             if core == self.id {
-                let now = Instant::now().into_std();
                 let fanout = self.shard.borrow_mut().deliver(
                     &msg.room,
                     sequenced.offset,
@@ -184,26 +291,40 @@ impl Core {
                 );
             }
         }
-        if let Some(AckTo {
+        if let Some(ReplyTo {
             core,
             conn,
             request,
-        }) = msg.ack_to
+        }) = msg.reply_to
         {
             let ack = CoreMsg::PublishAck {
                 conn,
                 request,
                 offset: sequenced.offset,
+                duplicate: sequenced.duplicate,
             };
             self.route(core, ack);
         }
     }
 
-    fn reply_to(&self, conn: ConnId, request: RequestId, offset: Offset) {
+    fn reply_to(&self, conn: ConnId, request: RequestId, ack: Ack) {
         let sessions = self.sessions.borrow();
         if let Some(session) = sessions.get(&conn) {
-            let frame = frame::reply(session.codec, &Reply::ack(request, offset));
+            let frame = frame::reply(session.codec, &Reply::with(request, ack));
             session.outbound.reply(frame, Instant::now().into_std());
+        }
+    }
+
+    /// Drops expired history and keys, and rooms nobody uses, now and then.
+    async fn sweep(self: Rc<Self>) {
+        let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if self.node.shutting_down() {
+                return;
+            }
+            self.home.borrow_mut().sweep(Instant::now().into_std());
         }
     }
 
@@ -340,10 +461,14 @@ pub(super) fn run(
     let core = Rc::new(Core {
         id,
         postbox: Postbox::new(id, mailboxes),
-        shard: RefCell::new(Shard::default()),
-        home: RefCell::new(Home::new(MemoryEngine::default())),
+        shard: RefCell::new(Shard::new(node.limits.outbound.max_messages)),
+        home: RefCell::new(Home::new(
+            MemoryEngine::new(EngineConfig::from_config(&node.config)),
+            node.config.history_max_page,
+        )),
         sessions: RefCell::new(HashMap::new()),
         next_conn: Cell::new(1),
+        next_token: Cell::new(1),
         stop_accepting: Notify::new(),
         node,
     });
@@ -352,6 +477,7 @@ pub(super) fn run(
         match TcpListener::from_std(listener) {
             Ok(listener) => {
                 tokio::task::spawn_local(core.clone().accept(listener));
+                tokio::task::spawn_local(core.clone().sweep());
             }
             Err(error) => tracing::error!(core = n, %error, "cannot register listener"),
         }

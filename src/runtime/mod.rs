@@ -20,6 +20,9 @@ use crate::transport::listener;
 
 /// State every core can see.
 pub struct Node {
+    /// A random id of this node's run; client ids start with it, so they are
+    /// unique across a cluster and across restarts.
+    pub id: String,
     pub config: Config,
     pub limits: Limits,
     pub stats: Arc<Stats>,
@@ -94,6 +97,7 @@ impl Server {
             })?;
         let (mailboxes, inboxes) = postbox::mailboxes(workers, config.core_queue_capacity);
         let node = Arc::new(Node {
+            id: format!("{:08x}", crate::protocol::random_u64() as u32),
             limits: Limits::from_config(&config),
             stats: Arc::new(Stats::new(workers)),
             connections: AtomicUsize::new(0),

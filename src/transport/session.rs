@@ -5,7 +5,7 @@
 //! reads, and a publisher waiting for queue room never stops writes.
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io::{Cursor, IoSlice};
 use std::net::SocketAddr;
@@ -25,10 +25,11 @@ use tracing::Instrument;
 use crate::limits::{close_code, Limits};
 use crate::metrics;
 use crate::protocol::{
-    frame, ClientOp, Codec, ErrorCode, Offset, Reply, RequestError, RequestId, RoomName,
+    frame, Ack, ClientInfo, ClientOp, Codec, ErrorCode, IdempotencyKey, Offset, PresenceChange,
+    Reply, RequestError, RequestId, RoomName, StreamPosition,
 };
 use crate::router::shard::{SubscribeStep, Subscriber};
-use crate::router::{home_core, AckTo, ConnId, CoreMsg, PublishMsg};
+use crate::router::{home_core, ConnId, CoreMsg, PublishMsg, Query, ReplyTo};
 use crate::runtime::core::Core;
 use crate::runtime::ConnectionSlot;
 
@@ -99,7 +100,7 @@ pub async fn run(
         codec,
         core: core.clone(),
         outbound: outbound.clone(),
-        rooms: HashSet::new(),
+        rooms: HashMap::new(),
         last_seen: Rc::new(Cell::new(Instant::now())),
         assembling: None,
     };
@@ -168,8 +169,9 @@ struct Session {
     codec: Codec,
     core: Rc<Core>,
     outbound: Rc<Outbound>,
-    /// Rooms this connection is subscribed to.
-    rooms: HashSet<RoomName>,
+    /// Rooms this connection is subscribed to, and whether each tracks
+    /// presence (so leaving it must be announced).
+    rooms: HashMap<RoomName, bool>,
     /// When the peer last sent anything: the heartbeat's proof of life.
     last_seen: Rc<Cell<Instant>>,
     assembling: Option<Assembling>,
@@ -314,9 +316,20 @@ impl Session {
         };
         let id = request.id;
         match request.op {
-            ClientOp::Subscribe { room } => self.subscribe(id, room).await,
-            ClientOp::Unsubscribe { room } => self.unsubscribe(id, room).await,
-            ClientOp::Publish { room, data } => self.publish(id, room, data).await,
+            ClientOp::Subscribe {
+                room,
+                recover,
+                join_leave,
+            } => self.subscribe(id, room, recover, join_leave).await,
+            ClientOp::Unsubscribe { room } => self.unsubscribe(id, room),
+            ClientOp::Publish {
+                room,
+                data,
+                idempotency_key,
+            } => self.publish(id, room, data, idempotency_key).await,
+            ClientOp::History { room, query } => self.ask_home(id, room, Query::History(query)),
+            ClientOp::Presence { room } => self.ask_home(id, room, Query::Presence),
+            ClientOp::PresenceStats { room } => self.ask_home(id, room, Query::PresenceStats),
         }
         Ok(())
     }
@@ -331,15 +344,36 @@ impl Session {
             .reply(frame::reply(self.codec, &reply), Instant::now().into_std());
     }
 
-    async fn subscribe(&mut self, id: RequestId, room: RoomName) {
+    fn subscriber(&self, join_leave: bool) -> Subscriber {
+        Subscriber {
+            conn: self.conn,
+            outbound: self.outbound.clone(),
+            join_leave,
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: RequestId,
+        room: RoomName,
+        recover: Option<StreamPosition>,
+        join_leave: bool,
+    ) {
         let core = self.core.clone();
-        if self.rooms.contains(&room) {
-            let offset = core
+        if self.rooms.contains_key(&room) {
+            // Already live in this room: nothing to recover.
+            let position = core
                 .shard
                 .borrow()
                 .current(&room, self.codec)
                 .unwrap_or_default();
-            return self.reply(Reply::ack(id, offset));
+            let ack = Ack {
+                offset: position.offset,
+                epoch: position.epoch,
+                recovered: recover.is_some(),
+                ..Ack::default()
+            };
+            return self.reply(Reply::with(id, ack));
         }
         let max = core.node.limits.max_rooms_per_connection;
         if self.rooms.len() >= max {
@@ -356,23 +390,33 @@ impl Session {
                 "node is shutting down",
             ));
         }
-        let subscriber = Subscriber {
-            conn: self.conn,
-            outbound: self.outbound.clone(),
-        };
-        // The shard queues the acknowledgement itself, ahead of any delivery.
+        let options = core.node.config.room_options(room.as_str());
+        if join_leave && !options.join_leave {
+            return self.reply(Reply::error(
+                id,
+                ErrorCode::NotEnabled,
+                format!("room {room} has no join and leave events"),
+            ));
+        }
+        let token = recover.as_ref().map(|_| core.recovery_token());
+        // The shard queues the acknowledgement itself, ahead of any delivery
+        // (after the home's answer, when recovering).
         let now = Instant::now().into_std();
-        let step = core
-            .shard
-            .borrow_mut()
-            .subscribe(&room, self.codec, subscriber, id, now);
+        let step = core.shard.borrow_mut().subscribe(
+            &room,
+            self.codec,
+            self.subscriber(join_leave),
+            id,
+            token,
+            now,
+        );
         // Recorded before any wait, so that a session torn down while waiting
         // still leaves the room (`leave_all`).
-        self.rooms.insert(room.clone());
-        let offset = match step {
-            SubscribeStep::Ready(offset) => Ok(offset),
+        self.rooms.insert(room.clone(), options.presence);
+        let home = home_core(&room, core.node.config.workers);
+        let wait = match step {
+            SubscribeStep::Ready(_) => None,
             SubscribeStep::AskHome(offset) => {
-                let home = home_core(&room, core.node.config.workers);
                 let interest = CoreMsg::Interest {
                     room: room.clone(),
                     codec: self.codec,
@@ -380,36 +424,73 @@ impl Session {
                     on: true,
                 };
                 core.route(home, interest);
-                offset.await
+                Some(offset)
             }
-            SubscribeStep::Wait(offset) => offset.await,
+            SubscribeStep::Wait(offset) => Some(offset),
         };
-        if offset.is_err() {
-            self.rooms.remove(&room);
-            self.reply(Reply::error(
-                id,
-                ErrorCode::ShuttingDown,
-                "node is shutting down",
-            ));
+        // Sent after any `Interest`, on the same ordered path to the home, so
+        // the home answers it after acknowledging the interest.
+        if let (Some(from), Some(token)) = (recover, token) {
+            let ask = CoreMsg::Recover {
+                room: room.clone(),
+                codec: self.codec,
+                from,
+                core: core.id,
+                token,
+            };
+            core.route(home, ask);
+        }
+        if options.presence {
+            self.announce(&room, PresenceChange::Join);
+        }
+        if let Some(wait) = wait {
+            if wait.await.is_err() {
+                self.rooms.remove(&room);
+                self.reply(Reply::error(
+                    id,
+                    ErrorCode::ShuttingDown,
+                    "node is shutting down",
+                ));
+            }
         }
     }
 
-    async fn unsubscribe(&mut self, id: RequestId, room: RoomName) {
-        if !self.rooms.remove(&room) {
+    /// Tells the room's home that this connection joined or left it.
+    fn announce(&self, room: &RoomName, change: PresenceChange) {
+        let core = &self.core;
+        let info = ClientInfo {
+            client: core.client_id(self.conn),
+            user: String::new(),
+            joined_at_ms: unix_millis(),
+        };
+        let home = home_core(room, core.node.config.workers);
+        let msg = CoreMsg::Presence {
+            room: room.clone(),
+            change,
+            info,
+        };
+        core.route(home, msg);
+    }
+
+    fn unsubscribe(&mut self, id: RequestId, room: RoomName) {
+        let Some(presence) = self.rooms.remove(&room) else {
             return self.reply(Reply::error(
                 id,
                 ErrorCode::NotSubscribed,
                 format!("not subscribed to {room}"),
             ));
-        }
-        self.leave(room);
+        };
+        self.leave(room, presence);
         self.reply(Reply::ack(id, Offset(0)));
     }
 
     /// Removes this connection from a room's local subscribers, telling the
-    /// home when it was the last one here.
-    fn leave(&self, room: RoomName) {
+    /// home when it was the last one here, and announcing the leave.
+    fn leave(&self, room: RoomName, presence: bool) {
         let core = &self.core;
+        if presence {
+            self.announce(&room, PresenceChange::Leave);
+        }
         let last = core
             .shard
             .borrow_mut()
@@ -427,22 +508,61 @@ impl Session {
     }
 
     fn leave_all(&mut self) {
-        for room in std::mem::take(&mut self.rooms) {
-            self.leave(room);
+        for (room, presence) in std::mem::take(&mut self.rooms) {
+            self.leave(room, presence);
         }
     }
 
-    async fn publish(&mut self, id: RequestId, room: RoomName, data: Bytes) {
+    fn reply_to(&self, request: RequestId) -> ReplyTo {
+        ReplyTo {
+            core: self.core.id,
+            conn: self.conn,
+            request,
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        id: RequestId,
+        room: RoomName,
+        data: Bytes,
+        idempotency_key: Option<IdempotencyKey>,
+    ) {
         let core = &self.core;
         let home = home_core(&room, core.node.config.workers);
-        let ack_to = id.wants_reply().then_some(AckTo {
-            core: core.id,
-            conn: self.conn,
-            request: id,
-        });
-        core.send_publish(home, PublishMsg { room, data, ack_to })
-            .await;
+        let reply_to = id.wants_reply().then(|| self.reply_to(id));
+        let msg = PublishMsg {
+            room,
+            data,
+            idempotency_key,
+            reply_to,
+        };
+        core.send_publish(home, msg).await;
     }
+
+    /// History and presence are answered by the room's home, straight into
+    /// this connection's queue.
+    fn ask_home(&self, id: RequestId, room: RoomName, query: Query) {
+        if !id.wants_reply() {
+            // Nobody would read the answer.
+            return;
+        }
+        let core = &self.core;
+        let home = home_core(&room, core.node.config.workers);
+        let msg = CoreMsg::Query {
+            room,
+            query,
+            codec: self.codec,
+            reply_to: self.reply_to(id),
+        };
+        core.route(home, msg);
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The answer to a peer's close frame.
