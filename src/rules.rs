@@ -117,7 +117,10 @@ impl RoomRules {
             let history_ttl = match raw.history_ttl {
                 Some(text) => {
                     let ttl = humantime::parse_duration(&text).map_err(|e| {
-                        format!("rule {:?}: history_ttl: {e} (expected e.g. 5m)", raw.pattern)
+                        format!(
+                            "rule {:?}: history_ttl: {e} (expected e.g. 5m)",
+                            raw.pattern
+                        )
                     })?;
                     if ttl.is_zero() {
                         return Err(format!(
@@ -203,9 +206,11 @@ mod tests {
     fn bad_rules_are_refused_with_a_reason() {
         assert!(RoomRules::parse("[{ history_size = 1 }]").is_err());
         assert!(RoomRules::parse(r#"[{ match = "a", histroy_size = 1 }]"#).is_err());
-        assert!(RoomRules::parse(r#"[{ match = "a", history_ttl = "soon" }]"#)
-            .unwrap_err()
-            .contains("history_ttl"));
+        assert!(
+            RoomRules::parse(r#"[{ match = "a", history_ttl = "soon" }]"#)
+                .unwrap_err()
+                .contains("history_ttl")
+        );
         assert!(RoomRules::parse(r#"[{ match = "a", history_ttl = "0s" }]"#).is_err());
         assert_eq!(RoomRules::parse("[]").unwrap(), RoomRules::default());
     }

@@ -257,10 +257,7 @@ fn the_subprotocol_names_pick_the_codecs() {
 
 #[test]
 fn subscribing_to_chat_lobby_with_id_1() {
-    assert_request_vector(
-        &SUBSCRIBE,
-        &request(1, ClientOp::subscribe(lobby())),
-    );
+    assert_request_vector(&SUBSCRIBE, &request(1, ClientOp::subscribe(lobby())));
 }
 
 #[test]
@@ -685,10 +682,13 @@ fn bad_room_names_earn_error_102_in_every_operation_and_both_codecs() {
             ),
             (
                 Codec::Proto,
-                proto_request(7, Op::Subscribe(pb::Subscribe {
+                proto_request(
+                    7,
+                    Op::Subscribe(pb::Subscribe {
                         room: name.into(),
                         ..Default::default()
-                    })),
+                    }),
+                ),
             ),
             (
                 Codec::Proto,
@@ -789,8 +789,8 @@ fn unknown_keys_and_fields_are_ignored_in_both_codecs() {
         Codec::MsgPack.decode_request(&msgpack(&extra)),
         Ok(subscribe.clone())
     );
-    // SUBSCRIBE plus field 2 (varint 3) inside Subscribe and field 5 (empty bytes) outside.
-    let extra = hex::decode("0801120e0a0a636861742e6c6f62627910032a00").expect("hex");
+    // SUBSCRIBE plus field 9 (varint 3) inside Subscribe and field 15 (empty bytes) outside.
+    let extra = hex::decode("0801120e0a0a636861742e6c6f62627948037a00").expect("hex");
     assert_eq!(
         Codec::Proto.decode_request(&Bytes::from(extra)),
         Ok(subscribe)
@@ -802,10 +802,7 @@ fn bytes_after_the_first_msgpack_value_are_ignored() {
     let mut bytes = SUBSCRIBE.bytes(Codec::MsgPack).to_vec();
     bytes.extend_from_slice(&[0xc1, 0xff, 0x00]);
     let decoded = Codec::MsgPack.decode_request(&Bytes::from(bytes));
-    assert_eq!(
-        decoded,
-        Ok(request(1, ClientOp::subscribe(lobby())))
-    );
+    assert_eq!(decoded, Ok(request(1, ClientOp::subscribe(lobby()))));
 }
 
 #[test]

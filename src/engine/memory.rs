@@ -251,11 +251,9 @@ impl super::Engine for MemoryEngine {
                 .map(as_publication)
                 .collect()
         } else {
-            let skip = room
-                .history
-                .front()
-                .map_or(0, |oldest| query.since.0.saturating_sub(oldest.offset.0 - 1))
-                as usize;
+            let skip = room.history.front().map_or(0, |oldest| {
+                query.since.0.saturating_sub(oldest.offset.0 - 1)
+            }) as usize;
             room.history
                 .iter()
                 .skip(skip)
@@ -387,16 +385,27 @@ mod tests {
         assert_eq!(offsets(&missed), vec![3, 4, 5]);
         assert_eq!(&missed[0].data[..], &[3]);
         assert_eq!(position.offset, Offset(5));
-        assert!(matches!(e.recover(&r, &from(5), now), Recovery::Recovered { missed, .. } if missed.is_empty()));
+        assert!(
+            matches!(e.recover(&r, &from(5), now), Recovery::Recovered { missed, .. } if missed.is_empty())
+        );
         // Offset 2 was trimmed: a client at 1 cannot be made whole.
-        assert!(matches!(e.recover(&r, &from(1), now), Recovery::Refused { .. }));
+        assert!(matches!(
+            e.recover(&r, &from(1), now),
+            Recovery::Refused { .. }
+        ));
         // A client claiming a future offset, or another epoch, is refused.
-        assert!(matches!(e.recover(&r, &from(6), now), Recovery::Refused { .. }));
+        assert!(matches!(
+            e.recover(&r, &from(6), now),
+            Recovery::Refused { .. }
+        ));
         let other = StreamPosition {
             epoch: Epoch("elsewhere".into()),
             offset: Offset(4),
         };
-        assert!(matches!(e.recover(&r, &other, now), Recovery::Refused { .. }));
+        assert!(matches!(
+            e.recover(&r, &other, now),
+            Recovery::Refused { .. }
+        ));
     }
 
     #[test]
@@ -410,7 +419,10 @@ mod tests {
             epoch: before.epoch.clone(),
             offset: Offset(0),
         };
-        assert!(matches!(e.recover(&r, &from, later), Recovery::Refused { .. }));
+        assert!(matches!(
+            e.recover(&r, &from, later),
+            Recovery::Refused { .. }
+        ));
         e.sweep(later, &|_| true);
         assert_eq!(e.room_count(), 1, "a room in use is kept");
         assert_eq!(e.position(&r, later), before);
@@ -480,7 +492,12 @@ mod tests {
         assert!(e.join(&r, info("c1", "ann", 1), now));
         assert!(e.join(&r, info("c3", "", 3), now));
         assert!(!e.join(&r, info("c3", "", 3), now));
-        let who: Vec<String> = e.presence(&r, now).unwrap().into_iter().map(|c| c.client).collect();
+        let who: Vec<String> = e
+            .presence(&r, now)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.client)
+            .collect();
         assert_eq!(who, vec!["c1", "c2", "c3"]);
         assert_eq!(
             e.presence_stats(&r, now).unwrap(),

@@ -413,7 +413,12 @@ pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
 }
 
 /// Writes `{"join": {"room": .., "info": {..}}}` or the same under `"leave"`.
-pub fn encode_presence(change: PresenceChange, room: &RoomName, info: &ClientInfo, out: &mut Vec<u8>) {
+pub fn encode_presence(
+    change: PresenceChange,
+    room: &RoomName,
+    info: &ClientInfo,
+    out: &mut Vec<u8>,
+) {
     let event = WireEvent {
         room: room.as_str(),
         info: wire_info(info),

@@ -202,7 +202,12 @@ pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
 }
 
 /// Writes `ServerMessage { join | leave: { room, info } }`.
-pub fn encode_presence(change: PresenceChange, room: &RoomName, info: &ClientInfo, out: &mut Vec<u8>) {
+pub fn encode_presence(
+    change: PresenceChange,
+    room: &RoomName,
+    info: &ClientInfo,
+    out: &mut Vec<u8>,
+) {
     use pb::server_message::Kind;
     let room = room.as_str().to_owned();
     let info = Some(wire_info(info));

@@ -252,9 +252,22 @@ mod tests {
         };
         home.interest(&r, Codec::MsgPack, CoreId(1), true, now);
         let join = home.presence(&r, PresenceChange::Join, info.clone(), now);
-        assert_eq!(join.map(|b| b.targets), Some(CoreSet::from_iter([CoreId(1)])));
-        assert!(home.presence(&r, PresenceChange::Join, info.clone(), now).is_none(), "no second join");
-        assert!(home.presence(&r, PresenceChange::Leave, info.clone(), now).is_some());
-        assert!(home.presence(&r, PresenceChange::Leave, info, now).is_none(), "no second leave");
+        assert_eq!(
+            join.map(|b| b.targets),
+            Some(CoreSet::from_iter([CoreId(1)]))
+        );
+        assert!(
+            home.presence(&r, PresenceChange::Join, info.clone(), now)
+                .is_none(),
+            "no second join"
+        );
+        assert!(home
+            .presence(&r, PresenceChange::Leave, info.clone(), now)
+            .is_some());
+        assert!(
+            home.presence(&r, PresenceChange::Leave, info, now)
+                .is_none(),
+            "no second leave"
+        );
     }
 }

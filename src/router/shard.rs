@@ -472,11 +472,23 @@ mod tests {
         let mut shard = Shard::new(100);
         let room = RoomName::new("chat").unwrap();
         let (a, b) = (subscriber(1), subscriber(2));
-        let SubscribeStep::AskHome(mut rx_a) = shard.subscribe(&room, Codec::MsgPack, a.clone(), RequestId(1), None, Instant::now(),
+        let SubscribeStep::AskHome(mut rx_a) = shard.subscribe(
+            &room,
+            Codec::MsgPack,
+            a.clone(),
+            RequestId(1),
+            None,
+            Instant::now(),
         ) else {
             panic!("first subscriber must ask the home")
         };
-        let SubscribeStep::Wait(mut rx_b) = shard.subscribe(&room, Codec::MsgPack, b.clone(), RequestId(0), None, Instant::now(),
+        let SubscribeStep::Wait(mut rx_b) = shard.subscribe(
+            &room,
+            Codec::MsgPack,
+            b.clone(),
+            RequestId(0),
+            None,
+            Instant::now(),
         ) else {
             panic!("second subscriber must wait")
         };
@@ -503,7 +515,14 @@ mod tests {
         assert_eq!(queued.len(), 2);
         assert_eq!(&queued[1][..], b"new");
         assert_eq!(b.outbound.len(), 1, "b asked with id 0: no acknowledgement");
-        let late = shard.subscribe(&room, Codec::MsgPack, subscriber(3), RequestId(2), None, now);
+        let late = shard.subscribe(
+            &room,
+            Codec::MsgPack,
+            subscriber(3),
+            RequestId(2),
+            None,
+            now,
+        );
         assert!(matches!(late, SubscribeStep::Ready(p) if p == at(8)));
     }
 

@@ -129,10 +129,7 @@ impl Core {
                 core,
                 on,
             } => {
-                let position = self
-                    .home
-                    .borrow_mut()
-                    .interest(&room, codec, core, on, now);
+                let position = self.home.borrow_mut().interest(&room, codec, core, on, now);
                 if on {
                     let ack = CoreMsg::InterestAck {
                         room,
@@ -222,10 +219,10 @@ impl Core {
                 codec,
                 reply_to,
             } => {
-                let frame = self
-                    .home
-                    .borrow_mut()
-                    .query(&room, query, codec, reply_to.request, now);
+                let frame =
+                    self.home
+                        .borrow_mut()
+                        .query(&room, query, codec, reply_to.request, now);
                 let reply = CoreMsg::Reply {
                     conn: reply_to.conn,
                     frame,

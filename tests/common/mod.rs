@@ -226,7 +226,7 @@ impl RawWs {
                 self.buffer.drain(..used);
                 return Some(frame);
             }
-            let mut chunk = [0u8; 65536];
+            let mut chunk = vec![0u8; 65536];
             let n =
                 match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
                     .await
@@ -350,4 +350,104 @@ pub fn run_with_deadline(command: &mut Command, deadline: Duration) -> std::io::
         stdout: stdout.join().unwrap(),
         stderr,
     })
+}
+
+/// The subprotocol header line that picks `codec`.
+pub fn offer(codec: Codec) -> String {
+    format!("Sec-WebSocket-Protocol: {}\r\n", codec.subprotocol())
+}
+
+/// A client speaking the protocol over a raw WebSocket: requests are encoded
+/// with `codec`, server envelopes decoded, pings answered. Unlike the Rust
+/// client it never reconnects, so a test controls every cut.
+pub struct Peer {
+    pub ws: RawWs,
+    pub codec: Codec,
+    next_id: u64,
+    /// Events read while waiting for a reply, handed out by `event` first.
+    early: std::collections::VecDeque<roomcast::protocol::ServerEvent>,
+}
+
+impl Peer {
+    pub async fn connect(addr: SocketAddr, codec: Codec) -> Peer {
+        Peer {
+            ws: RawWs::connect(addr, &offer(codec)).await,
+            codec,
+            next_id: 1,
+            early: Default::default(),
+        }
+    }
+
+    /// Sends `op` with a fresh request id, returned.
+    pub async fn send(&mut self, op: roomcast::protocol::ClientOp) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_with_id(id, op).await;
+        id
+    }
+
+    pub async fn send_with_id(&mut self, id: u64, op: roomcast::protocol::ClientOp) {
+        let request = roomcast::protocol::ClientRequest {
+            id: roomcast::protocol::RequestId(id),
+            op,
+        };
+        self.ws
+            .send_binary(&self.codec.encode_request(&request))
+            .await;
+    }
+
+    /// Sends `op` and waits for its reply (events read meanwhile are kept).
+    pub async fn request(
+        &mut self,
+        op: roomcast::protocol::ClientOp,
+    ) -> roomcast::protocol::Outcome {
+        let id = self.send(op).await;
+        loop {
+            match self.read_event().await {
+                Some(roomcast::protocol::ServerEvent::Reply(reply)) if reply.id.0 == id => {
+                    return reply.outcome
+                }
+                Some(other) => self.early.push_back(other),
+                None => panic!("connection ended before the reply to request {id}"),
+            }
+        }
+    }
+
+    /// The next event; `None` when the connection closes or 10 s pass.
+    pub async fn event(&mut self) -> Option<roomcast::protocol::ServerEvent> {
+        match self.early.pop_front() {
+            Some(event) => Some(event),
+            None => self.read_event().await,
+        }
+    }
+
+    async fn read_event(&mut self) -> Option<roomcast::protocol::ServerEvent> {
+        loop {
+            let frame = self.ws.read_frame().await?;
+            match frame.opcode {
+                0x2 => {
+                    let payload = bytes::Bytes::from(frame.payload);
+                    return Some(
+                        self.codec
+                            .decode_server(&payload)
+                            .expect("a valid envelope"),
+                    );
+                }
+                0x9 => {
+                    self.ws
+                        .send_bytes(&RawWs::frame(0x8a, &frame.payload))
+                        .await
+                }
+                0x8 => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Cuts the connection the way a crash or a pulled cable looks to the
+    /// server: no close frame, and a reset rather than a goodbye.
+    pub fn cut(self) {
+        let _ = socket2::SockRef::from(&self.ws.stream).set_linger(Some(Duration::ZERO));
+        drop(self);
+    }
 }

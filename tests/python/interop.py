@@ -180,11 +180,13 @@ async def wait(awaitable, what):
         raise Mismatch(f"{what}: nothing within {TIMEOUT:.0f} s") from None
 
 
-def expect_ack(reply, what):
+def expect_ack(reply, what, keys=frozenset({"offset"})):
     check("ack" in reply, f"{what}: expected an ack, got {reply!r}")
     ack = reply["ack"]
-    expect_keys(f"{what} ack", ack, {"offset"})
+    expect_keys(f"{what} ack", ack, keys)
     check(isinstance(ack["offset"], int), f"{what}: offset must be an integer, got {ack!r}")
+    if "epoch" in keys:
+        check(isinstance(ack["epoch"], str) and ack["epoch"], f"{what}: epoch must be a non-empty string, got {ack!r}")
     return ack["offset"]
 
 
@@ -215,7 +217,7 @@ async def run(addr, rooms):
     start = {}
     for room in rooms:
         reply = await a.request("subscribe", {"room": room})
-        start[room] = expect_ack(reply, f"A: subscribe {room}")
+        start[room] = expect_ack(reply, f"A: subscribe {room}", {"offset", "epoch"})
     check(start[one] == before[-1], f"subscribe {one}: ack offset {start[one]}, expected the current {before[-1]}")
 
     # B publishes, interleaving the rooms; every third publication is fire-and-forget.
