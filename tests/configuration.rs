@@ -164,3 +164,45 @@ fn the_readme_documents_every_setting() {
         assert!(readme.contains(setting.env), "README lacks {}", setting.env);
     }
 }
+
+#[test]
+fn room_rules_come_from_toml_tables_or_one_line_and_the_first_match_wins() {
+    let file = write_file(
+        "rooms.toml",
+        r#"history_size = 5
+presence = true
+
+[[rooms]]
+match = "ticks.*"
+history_size = 1000
+history_ttl = "30s"
+
+[[rooms]]
+match = "chat.*"
+join_leave = true
+"#,
+    );
+    let config = resolve(&[], Some(&file)).unwrap();
+    let ticks = config.room_options("ticks.btc");
+    assert_eq!(ticks.history_size, 1000);
+    assert_eq!(ticks.history_ttl, Duration::from_secs(30));
+    assert!(ticks.presence, "left out by the rule: the flat default");
+    let chat = config.room_options("chat.lobby");
+    assert_eq!(chat.history_size, 5);
+    assert!(chat.presence && chat.join_leave);
+    let other = config.room_options("misc");
+    assert_eq!(other.history_size, 5);
+    assert!(!other.join_leave);
+    // The same rules in one line, as a flag; the flag beats the file.
+    let flagged = resolve(
+        &["--rooms", r#"[{ match = "chat.*", history_size = 7 }]"#],
+        Some(&file),
+    )
+    .unwrap();
+    assert_eq!(flagged.room_options("chat.lobby").history_size, 7);
+    assert_eq!(flagged.room_options("ticks.btc").history_size, 5);
+    // A misspelt key in a rule is named.
+    let bad = write_file("bad-rooms.toml", "[[rooms]]\nmatch = \"a\"\nhistory_sise = 1\n");
+    let error = resolve(&[], Some(&bad)).unwrap_err().to_string();
+    assert!(error.contains("rooms") && error.contains("history_sise"), "{error}");
+}

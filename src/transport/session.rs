@@ -445,7 +445,9 @@ impl Session {
         }
         if let Some(wait) = wait {
             if wait.await.is_err() {
-                self.rooms.remove(&room);
+                if self.rooms.remove(&room) == Some(true) {
+                    self.announce(&room, PresenceChange::Leave);
+                }
                 self.reply(Reply::error(
                     id,
                     ErrorCode::ShuttingDown,
