@@ -202,7 +202,13 @@ join_leave = true
     assert_eq!(flagged.room_options("chat.lobby").history_size, 7);
     assert_eq!(flagged.room_options("ticks.btc").history_size, 5);
     // A misspelt key in a rule is named.
-    let bad = write_file("bad-rooms.toml", "[[rooms]]\nmatch = \"a\"\nhistory_sise = 1\n");
+    let bad = write_file(
+        "bad-rooms.toml",
+        "[[rooms]]\nmatch = \"a\"\nhistory_sise = 1\n",
+    );
     let error = resolve(&[], Some(&bad)).unwrap_err().to_string();
-    assert!(error.contains("rooms") && error.contains("history_sise"), "{error}");
+    assert!(
+        error.contains("rooms") && error.contains("history_sise"),
+        "{error}"
+    );
 }
