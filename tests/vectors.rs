@@ -1,6 +1,8 @@
 //! Test vectors of the wire protocol: every operation as bytes, in both
 //! codecs, checked in both directions (our encoder writes exactly these
-//! bytes; our decoder reads them back into the expected value).
+//! bytes; our decoder reads them back into the expected value), and checked
+//! once more with the libraries alone (rmp-serde and prost read the bytes as
+//! the value the schema says, and write that value as the same bytes).
 //!
 //! docs/PROTOCOL.md shows the same bytes, and a test below checks that it
 //! still does, so a client author in any language can test an encoder and a
@@ -13,8 +15,9 @@ use serde_json::json;
 
 use roomcast::protocol::proto::pb;
 use roomcast::protocol::{
-    frame, ClientOp, ClientRequest, Codec, ErrorCode, Offset, Outcome, Reply, RequestError,
-    RequestId, RoomName, RoomNameError, ServerEvent,
+    frame, Ack, ClientInfo, ClientOp, ClientRequest, Codec, Epoch, ErrorCode, HistoryPage,
+    HistoryQuery, IdempotencyKey, Offset, Outcome, PresenceChange, PresenceCounts, Publication,
+    Reply, RequestError, RequestId, RoomName, RoomNameError, ServerEvent, StreamPosition,
 };
 
 /// One envelope in both codecs, as hex bytes separated by spaces.
@@ -50,12 +53,53 @@ const PUBLISH_NO_REPLY: Vector = Vector {
     proto: "22 10 0a 0a 63 68 61 74 2e 6c 6f 62 62 79 12 02 68 69",
 };
 
+/// `subscribe {id: 10, room: "chat.lobby", recover: {epoch: "9f3c2a1b4d5e6f70", offset: 40}}`:
+/// resuming after offset 40, the last message seen before a reconnect.
+const SUBSCRIBE_RECOVER: Vector = Vector {
+    msgpack: "82 a2 69 64 0a a9 73 75 62 73 63 72 69 62 65 82 a4 72 6f 6f 6d aa 63 68 61 74 2e 6c 6f 62 62 79 a7 72 65 63 6f 76 65 72 82 a5 65 70 6f 63 68 b0 39 66 33 63 32 61 31 62 34 64 35 65 36 66 37 30 a6 6f 66 66 73 65 74 28",
+    proto: "08 0a 12 22 0a 0a 63 68 61 74 2e 6c 6f 62 62 79 12 14 0a 10 39 66 33 63 32 61 31 62 34 64 35 65 36 66 37 30 10 28",
+};
+
+/// `publish {id: 11, room: "chat.lobby", data: 68 69, idempotency_key: "order-17"}`:
+/// safe to retry.
+const PUBLISH_IDEMPOTENT: Vector = Vector {
+    msgpack: "82 a2 69 64 0b a7 70 75 62 6c 69 73 68 83 a4 72 6f 6f 6d aa 63 68 61 74 2e 6c 6f 62 62 79 a4 64 61 74 61 c4 02 68 69 af 69 64 65 6d 70 6f 74 65 6e 63 79 5f 6b 65 79 a8 6f 72 64 65 72 2d 31 37",
+    proto: "08 0b 22 1a 0a 0a 63 68 61 74 2e 6c 6f 62 62 79 12 02 68 69 1a 08 6f 72 64 65 72 2d 31 37",
+};
+
+/// `history {id: 12, room: "chat.lobby", since: 40, limit: 2}`: oldest first,
+/// the two publications after offset 40.
+const HISTORY: Vector = Vector {
+    msgpack: "82 a2 69 64 0c a7 68 69 73 74 6f 72 79 83 a4 72 6f 6f 6d aa 63 68 61 74 2e 6c 6f 62 62 79 a5 73 69 6e 63 65 28 a5 6c 69 6d 69 74 02",
+    proto: "08 0c 2a 10 0a 0a 63 68 61 74 2e 6c 6f 62 62 79 10 28 18 02",
+};
+
+/// `presence {id: 13, room: "chat.lobby"}`: who is in the room.
+const PRESENCE: Vector = Vector {
+    msgpack: "82 a2 69 64 0d a8 70 72 65 73 65 6e 63 65 81 a4 72 6f 6f 6d aa 63 68 61 74 2e 6c 6f 62 62 79",
+    proto: "08 0d 32 0c 0a 0a 63 68 61 74 2e 6c 6f 62 62 79",
+};
+
+/// `presence_stats {id: 14, room: "chat.lobby"}`: how many are in the room.
+const PRESENCE_STATS: Vector = Vector {
+    msgpack: "82 a2 69 64 0e ae 70 72 65 73 65 6e 63 65 5f 73 74 61 74 73 81 a4 72 6f 6f 6d aa 63 68 61 74 2e 6c 6f 62 62 79",
+    proto: "08 0e 3a 0c 0a 0a 63 68 61 74 2e 6c 6f 62 62 79",
+};
+
 // Server -> client.
 
-/// `reply {id: 1, ack {offset: 41}}`: the answer to SUBSCRIBE when the room is at offset 41.
+/// `reply {id: 1, ack {offset: 41, epoch: "9f3c2a1b4d5e6f70"}}`: the answer to
+/// SUBSCRIBE when the room is at offset 41 of that epoch.
 const ACK_SUBSCRIBE: Vector = Vector {
-    msgpack: "81 a5 72 65 70 6c 79 82 a2 69 64 01 a3 61 63 6b 81 a6 6f 66 66 73 65 74 29",
-    proto: "0a 06 08 01 12 02 08 29",
+    msgpack: "81 a5 72 65 70 6c 79 82 a2 69 64 01 a3 61 63 6b 82 a6 6f 66 66 73 65 74 29 a5 65 70 6f 63 68 b0 39 66 33 63 32 61 31 62 34 64 35 65 36 66 37 30",
+    proto: "0a 18 08 01 12 14 08 29 12 10 39 66 33 63 32 61 31 62 34 64 35 65 36 66 37 30",
+};
+
+/// `reply {id: 3, ack {offset: 42}}`: the answer to PUBLISH, whose publication
+/// was given offset 42. A publish ack carries no epoch.
+const ACK_PUBLISH: Vector = Vector {
+    msgpack: "81 a5 72 65 70 6c 79 82 a2 69 64 03 a3 61 63 6b 81 a6 6f 66 66 73 65 74 2a",
+    proto: "0a 06 08 03 12 02 08 2a",
 };
 
 /// `reply {id: 2, ack {offset: 0}}`: the answer to UNSUBSCRIBE. In protobuf the
@@ -84,22 +128,76 @@ const MESSAGE_FRAME: Vector = Vector {
     proto: "82 14 12 12 0a 0a 63 68 61 74 2e 6c 6f 62 62 79 10 2a 1a 02 68 69",
 };
 
+/// `reply {id: 10, ack {offset: 42, epoch: "9f3c2a1b4d5e6f70", recovered: true}}`:
+/// the answer to SUBSCRIBE_RECOVER; offsets 41 and 42 follow, then live ones.
+const ACK_RECOVERED: Vector = Vector {
+    msgpack: "81 a5 72 65 70 6c 79 82 a2 69 64 0a a3 61 63 6b 83 a6 6f 66 66 73 65 74 2a a5 65 70 6f 63 68 b0 39 66 33 63 32 61 31 62 34 64 35 65 36 66 37 30 a9 72 65 63 6f 76 65 72 65 64 c3",
+    proto: "0a 1a 08 0a 12 16 08 2a 12 10 39 66 33 63 32 61 31 62 34 64 35 65 36 66 37 30 18 01",
+};
+
+/// `reply {id: 11, ack {offset: 42, duplicate: true}}`: the answer to a retry of
+/// PUBLISH_IDEMPOTENT whose first attempt was given offset 42.
+const ACK_DUPLICATE: Vector = Vector {
+    msgpack: "81 a5 72 65 70 6c 79 82 a2 69 64 0b a3 61 63 6b 82 a6 6f 66 66 73 65 74 2a a9 64 75 70 6c 69 63 61 74 65 c3",
+    proto: "0a 08 08 0b 12 04 08 2a 20 01",
+};
+
+/// `reply {id: 12, history {epoch: "9f3c2a1b4d5e6f70", offset: 42,
+/// publications: [{offset: 41, data: 79 6f}, {offset: 42, data: 68 69}]}}`:
+/// the answer to HISTORY.
+const HISTORY_PAGE: Vector = Vector {
+    msgpack: "81 a5 72 65 70 6c 79 82 a2 69 64 0c a7 68 69 73 74 6f 72 79 83 a5 65 70 6f 63 68 b0 39 66 33 63 32 61 31 62 34 64 35 65 36 66 37 30 a6 6f 66 66 73 65 74 2a ac 70 75 62 6c 69 63 61 74 69 6f 6e 73 92 82 a6 6f 66 66 73 65 74 29 a4 64 61 74 61 c4 02 79 6f 82 a6 6f 66 66 73 65 74 2a a4 64 61 74 61 c4 02 68 69",
+    proto: "0a 28 08 0c 22 24 0a 10 39 66 33 63 32 61 31 62 34 64 35 65 36 66 37 30 10 2a 1a 06 08 29 12 02 79 6f 1a 06 08 2a 12 02 68 69",
+};
+
+/// `reply {id: 13, presence {clients: [{client: "5e1d09a2-1-7", user: "",
+/// joined_at_ms: 1767225600000}]}}`: the answer to PRESENCE.
+const PRESENCE_LIST: Vector = Vector {
+    msgpack: "81 a5 72 65 70 6c 79 82 a2 69 64 0d a8 70 72 65 73 65 6e 63 65 81 a7 63 6c 69 65 6e 74 73 91 83 a6 63 6c 69 65 6e 74 ac 35 65 31 64 30 39 61 32 2d 31 2d 37 a4 75 73 65 72 a0 ac 6a 6f 69 6e 65 64 5f 61 74 5f 6d 73 cf 00 00 01 9b 76 da a8 00",
+    proto: "0a 1b 08 0d 2a 17 0a 15 0a 0c 35 65 31 64 30 39 61 32 2d 31 2d 37 18 80 d0 ea b6 b7 33",
+};
+
+/// `reply {id: 14, presence_stats {clients: 1, users: 0}}`: the answer to PRESENCE_STATS.
+const PRESENCE_COUNTS: Vector = Vector {
+    msgpack: "81 a5 72 65 70 6c 79 82 a2 69 64 0e ae 70 72 65 73 65 6e 63 65 5f 73 74 61 74 73 82 a7 63 6c 69 65 6e 74 73 01 a5 75 73 65 72 73 00",
+    proto: "0a 06 08 0e 32 02 08 01",
+};
+
+/// `join {room: "chat.lobby", info: {client: "5e1d09a2-1-7", user: "",
+/// joined_at_ms: 1767225600000}}`: sent to subscribers that asked for join_leave.
+const JOIN: Vector = Vector {
+    msgpack: "81 a4 6a 6f 69 6e 82 a4 72 6f 6f 6d aa 63 68 61 74 2e 6c 6f 62 62 79 a4 69 6e 66 6f 83 a6 63 6c 69 65 6e 74 ac 35 65 31 64 30 39 61 32 2d 31 2d 37 a4 75 73 65 72 a0 ac 6a 6f 69 6e 65 64 5f 61 74 5f 6d 73 cf 00 00 01 9b 76 da a8 00",
+    proto: "1a 23 0a 0a 63 68 61 74 2e 6c 6f 62 62 79 12 15 0a 0c 35 65 31 64 30 39 61 32 2d 31 2d 37 18 80 d0 ea b6 b7 33",
+};
+
 /// `{id: 5, frobnicate: {}}`: a well-formed request with no operation this server knows.
 const UNKNOWN_OPERATION: Vector = Vector {
     msgpack: "82 a2 69 64 05 aa 66 72 6f 62 6e 69 63 61 74 65 80",
     proto: "08 05 7a 00",
 };
 
-const ALL_VECTORS: [(&str, &Vector); 10] = [
+const ALL_VECTORS: [(&str, &Vector); 22] = [
     ("SUBSCRIBE", &SUBSCRIBE),
     ("UNSUBSCRIBE", &UNSUBSCRIBE),
     ("PUBLISH", &PUBLISH),
     ("PUBLISH_NO_REPLY", &PUBLISH_NO_REPLY),
+    ("SUBSCRIBE_RECOVER", &SUBSCRIBE_RECOVER),
+    ("PUBLISH_IDEMPOTENT", &PUBLISH_IDEMPOTENT),
+    ("HISTORY", &HISTORY),
+    ("PRESENCE", &PRESENCE),
+    ("PRESENCE_STATS", &PRESENCE_STATS),
     ("ACK_SUBSCRIBE", &ACK_SUBSCRIBE),
+    ("ACK_PUBLISH", &ACK_PUBLISH),
     ("ACK_UNSUBSCRIBE", &ACK_UNSUBSCRIBE),
     ("ERROR_INVALID_ROOM", &ERROR_INVALID_ROOM),
     ("MESSAGE", &MESSAGE),
     ("MESSAGE_FRAME", &MESSAGE_FRAME),
+    ("ACK_RECOVERED", &ACK_RECOVERED),
+    ("ACK_DUPLICATE", &ACK_DUPLICATE),
+    ("HISTORY_PAGE", &HISTORY_PAGE),
+    ("PRESENCE_LIST", &PRESENCE_LIST),
+    ("PRESENCE_COUNTS", &PRESENCE_COUNTS),
+    ("JOIN", &JOIN),
     ("UNKNOWN_OPERATION", &UNKNOWN_OPERATION),
 ];
 
@@ -219,6 +317,199 @@ fn error_code(error: &RequestError) -> Option<u32> {
     }
 }
 
+/// The epoch of `chat.lobby` in the examples.
+const EPOCH: &str = "9f3c2a1b4d5e6f70";
+
+fn epoch() -> Epoch {
+    Epoch(EPOCH.to_owned())
+}
+
+/// The one subscriber of `chat.lobby` in the presence examples: connection 7
+/// of core 1 on node `5e1d09a2`, anonymous, joined at 2026-01-01T00:00:00Z.
+fn visitor() -> ClientInfo {
+    ClientInfo {
+        client: "5e1d09a2-1-7".to_owned(),
+        user: String::new(),
+        joined_at_ms: 1_767_225_600_000,
+    }
+}
+
+/// A MessagePack value of the kinds the protocol uses, map entries in wire
+/// order: what rmp-serde reads from a vector, without our codec's structs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mp {
+    Uint(u64),
+    Bool(bool),
+    Str(String),
+    Bin(Vec<u8>),
+    Array(Vec<Mp>),
+    Map(Vec<(String, Mp)>),
+}
+
+impl<'de> serde::Deserialize<'de> for Mp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Mp, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Mp;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an unsigned integer, bool, str, bin, array or map")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Mp, E> {
+                Ok(Mp::Uint(n))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Mp, E> {
+                Ok(Mp::Bool(b))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Mp, E> {
+                Ok(Mp::Str(s.to_owned()))
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Mp, E> {
+                Ok(Mp::Bin(b.to_vec()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Mp, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Mp::Array(items))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Mp, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Mp::Map(entries))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl Mp {
+    /// The value in the shortest MessagePack form, which every encoder of
+    /// this protocol writes.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        use rmp::encode::{
+            write_array_len, write_bin, write_bool, write_map_len, write_str, write_uint,
+        };
+        const INTO_A_VEC: &str = "writing into a Vec cannot fail";
+        match self {
+            Mp::Uint(n) => {
+                write_uint(out, *n).expect(INTO_A_VEC);
+            }
+            Mp::Bool(b) => write_bool(out, *b).expect(INTO_A_VEC),
+            Mp::Str(s) => write_str(out, s).expect(INTO_A_VEC),
+            Mp::Bin(b) => write_bin(out, b).expect(INTO_A_VEC),
+            Mp::Array(items) => {
+                write_array_len(out, items.len() as u32).expect(INTO_A_VEC);
+                items.iter().for_each(|item| item.write(out));
+            }
+            Mp::Map(entries) => {
+                write_map_len(out, entries.len() as u32).expect(INTO_A_VEC);
+                for (key, value) in entries {
+                    write_str(out, key).expect(INTO_A_VEC);
+                    value.write(out);
+                }
+            }
+        }
+    }
+}
+
+fn uint(n: u64) -> Mp {
+    Mp::Uint(n)
+}
+
+fn text(s: &str) -> Mp {
+    Mp::Str(s.to_owned())
+}
+
+fn bin(b: &[u8]) -> Mp {
+    Mp::Bin(b.to_vec())
+}
+
+fn map<const N: usize>(entries: [(&str, Mp); N]) -> Mp {
+    Mp::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
+/// `{"client": .., "user": .., "joined_at_ms": ..}` of [`visitor`].
+fn visitor_tree() -> Mp {
+    map([
+        ("client", text("5e1d09a2-1-7")),
+        ("user", text("")),
+        ("joined_at_ms", uint(1_767_225_600_000)),
+    ])
+}
+
+fn visitor_pb() -> pb::ClientInfo {
+    pb::ClientInfo {
+        client: "5e1d09a2-1-7".to_owned(),
+        user: String::new(),
+        joined_at_ms: 1_767_225_600_000,
+    }
+}
+
+/// What prost should read from a vector's protobuf bytes.
+enum Prost {
+    Client(pb::ClientMessage),
+    Server(pb::ServerMessage),
+}
+
+fn pb_request(id: u64, op: pb::client_message::Op) -> Prost {
+    Prost::Client(pb::ClientMessage { id, op: Some(op) })
+}
+
+fn pb_reply(id: u64, outcome: pb::reply::Outcome) -> Prost {
+    let reply = pb::Reply {
+        id,
+        outcome: Some(outcome),
+    };
+    Prost::Server(pb::ServerMessage {
+        kind: Some(pb::server_message::Kind::Reply(reply)),
+    })
+}
+
+/// Checks a vector with the libraries alone, not our codec: rmp-serde reads
+/// the MessagePack bytes as `tree`, whose shortest form is those bytes; prost
+/// reads the protobuf bytes as `message` and writes `message` as those bytes.
+fn assert_libraries_read(vector: &Vector, tree: Mp, message: Prost) {
+    let read: Mp =
+        rmp_serde::from_slice(&vector.bytes(Codec::MsgPack)).expect("rmp-serde reads it");
+    assert_eq!(read, tree, "rmp-serde");
+    assert_eq!(hex(&tree.to_bytes()), vector.msgpack, "rmp: shortest form");
+    let bytes = vector.bytes(Codec::Proto);
+    let written = match message {
+        Prost::Client(expected) => {
+            let read = pb::ClientMessage::decode(bytes).expect("prost reads it");
+            assert_eq!(read, expected, "prost");
+            expected.encode_to_vec()
+        }
+        Prost::Server(expected) => {
+            let read = pb::ServerMessage::decode(bytes).expect("prost reads it");
+            assert_eq!(read, expected, "prost");
+            expected.encode_to_vec()
+        }
+    };
+    assert_eq!(hex(&written), vector.proto, "prost: encode");
+}
+
 // The document and the tests show the same bytes.
 
 #[test]
@@ -258,6 +549,20 @@ fn the_subprotocol_names_pick_the_codecs() {
 #[test]
 fn subscribing_to_chat_lobby_with_id_1() {
     assert_request_vector(&SUBSCRIBE, &request(1, ClientOp::subscribe(lobby())));
+    assert_libraries_read(
+        &SUBSCRIBE,
+        map([
+            ("id", uint(1)),
+            ("subscribe", map([("room", text("chat.lobby"))])),
+        ]),
+        pb_request(
+            1,
+            pb::client_message::Op::Subscribe(pb::Subscribe {
+                room: "chat.lobby".to_owned(),
+                ..Default::default()
+            }),
+        ),
+    );
 }
 
 #[test]
@@ -266,11 +571,46 @@ fn unsubscribing_from_chat_lobby_with_id_2() {
         &UNSUBSCRIBE,
         &request(2, ClientOp::Unsubscribe { room: lobby() }),
     );
+    assert_libraries_read(
+        &UNSUBSCRIBE,
+        map([
+            ("id", uint(2)),
+            ("unsubscribe", map([("room", text("chat.lobby"))])),
+        ]),
+        pb_request(
+            2,
+            pb::client_message::Op::Unsubscribe(pb::Unsubscribe {
+                room: "chat.lobby".to_owned(),
+            }),
+        ),
+    );
+}
+
+fn publish_hi_tree(id: u64) -> Mp {
+    map([
+        ("id", uint(id)),
+        (
+            "publish",
+            map([("room", text("chat.lobby")), ("data", bin(b"hi"))]),
+        ),
+    ])
+}
+
+fn publish_hi_pb(id: u64) -> Prost {
+    pb_request(
+        id,
+        pb::client_message::Op::Publish(pb::Publish {
+            room: "chat.lobby".to_owned(),
+            data: Bytes::from_static(b"hi"),
+            ..Default::default()
+        }),
+    )
 }
 
 #[test]
 fn publishing_hi_to_chat_lobby_with_id_3_asks_for_the_offset() {
     assert_request_vector(&PUBLISH, &request(3, publish_hi()));
+    assert_libraries_read(&PUBLISH, publish_hi_tree(3), publish_hi_pb(3));
 }
 
 #[test]
@@ -278,6 +618,7 @@ fn publishing_hi_with_id_0_is_fire_and_forget() {
     let fire_and_forget = request(0, publish_hi());
     assert!(!fire_and_forget.id.wants_reply());
     assert_request_vector(&PUBLISH_NO_REPLY, &fire_and_forget);
+    assert_libraries_read(&PUBLISH_NO_REPLY, publish_hi_tree(0), publish_hi_pb(0));
 }
 
 #[test]
@@ -297,13 +638,63 @@ fn a_msgpack_request_without_an_id_key_has_id_0() {
 // Server -> client: the replies to those requests, an error, and a delivery.
 
 #[test]
-fn subscribe_is_acknowledged_with_the_rooms_current_offset_41() {
-    assert_reply_vector(&ACK_SUBSCRIBE, &Reply::ack(RequestId(1), Offset(41)));
+fn subscribe_is_acknowledged_with_the_rooms_epoch_and_current_offset_41() {
+    let ack = Ack {
+        offset: Offset(41),
+        epoch: epoch(),
+        ..Ack::default()
+    };
+    assert_reply_vector(&ACK_SUBSCRIBE, &Reply::with(RequestId(1), ack));
+    assert_libraries_read(
+        &ACK_SUBSCRIBE,
+        map([(
+            "reply",
+            map([
+                ("id", uint(1)),
+                ("ack", map([("offset", uint(41)), ("epoch", text(EPOCH))])),
+            ]),
+        )]),
+        pb_reply(
+            1,
+            pb::reply::Outcome::Ack(pb::Ack {
+                offset: 41,
+                epoch: EPOCH.to_owned(),
+                ..Default::default()
+            }),
+        ),
+    );
+}
+
+#[test]
+fn publish_is_acknowledged_with_the_offset_42_it_was_given() {
+    assert_reply_vector(&ACK_PUBLISH, &Reply::ack(RequestId(3), Offset(42)));
+    assert_libraries_read(
+        &ACK_PUBLISH,
+        map([(
+            "reply",
+            map([("id", uint(3)), ("ack", map([("offset", uint(42))]))]),
+        )]),
+        pb_reply(
+            3,
+            pb::reply::Outcome::Ack(pb::Ack {
+                offset: 42,
+                ..Default::default()
+            }),
+        ),
+    );
 }
 
 #[test]
 fn unsubscribe_is_acknowledged_with_offset_0_and_a_present_but_empty_ack() {
     assert_reply_vector(&ACK_UNSUBSCRIBE, &Reply::ack(RequestId(2), Offset(0)));
+    assert_libraries_read(
+        &ACK_UNSUBSCRIBE,
+        map([(
+            "reply",
+            map([("id", uint(2)), ("ack", map([("offset", uint(0))]))]),
+        )]),
+        pb_reply(2, pb::reply::Outcome::Ack(pb::Ack::default())),
+    );
 }
 
 #[test]
@@ -314,6 +705,29 @@ fn subscribing_to_an_empty_room_name_with_id_9_earns_error_102() {
         "invalid room: room name is empty",
     );
     assert_reply_vector(&ERROR_INVALID_ROOM, &reply);
+    assert_libraries_read(
+        &ERROR_INVALID_ROOM,
+        map([(
+            "reply",
+            map([
+                ("id", uint(9)),
+                (
+                    "error",
+                    map([
+                        ("code", uint(102)),
+                        ("message", text("invalid room: room name is empty")),
+                    ]),
+                ),
+            ]),
+        )]),
+        pb_reply(
+            9,
+            pb::reply::Outcome::Error(pb::Error {
+                code: 102,
+                message: "invalid room: room name is empty".to_owned(),
+            }),
+        ),
+    );
     // The vector is exactly what the server answers such a request with.
     for codec in Codec::ALL {
         let request = match codec {
@@ -348,6 +762,439 @@ fn a_subscriber_receives_hi_at_offset_42() {
         );
         let framed = frame::message(codec, &lobby(), Offset(42), b"hi");
         assert_eq!(hex(&framed), MESSAGE_FRAME.hex(codec), "{codec}: frame");
+    }
+    assert_libraries_read(
+        &MESSAGE,
+        map([(
+            "message",
+            map([
+                ("room", text("chat.lobby")),
+                ("offset", uint(42)),
+                ("data", bin(b"hi")),
+            ]),
+        )]),
+        Prost::Server(pb::ServerMessage {
+            kind: Some(pb::server_message::Kind::Message(pb::Message {
+                room: "chat.lobby".to_owned(),
+                offset: 42,
+                data: Bytes::from_static(b"hi"),
+            })),
+        }),
+    );
+}
+
+// Resuming: a client that saw offset 40 of the room's epoch reconnects and
+// is acknowledged `recovered` at 42 (41 and 42 follow as messages).
+
+#[test]
+fn resuming_chat_lobby_after_offset_40_of_its_epoch_with_id_10() {
+    let from = StreamPosition {
+        epoch: epoch(),
+        offset: Offset(40),
+    };
+    let resume = ClientOp::Subscribe {
+        room: lobby(),
+        recover: Some(from),
+        join_leave: false,
+    };
+    assert_request_vector(&SUBSCRIBE_RECOVER, &request(10, resume));
+    assert_libraries_read(
+        &SUBSCRIBE_RECOVER,
+        map([
+            ("id", uint(10)),
+            (
+                "subscribe",
+                map([
+                    ("room", text("chat.lobby")),
+                    (
+                        "recover",
+                        map([("epoch", text(EPOCH)), ("offset", uint(40))]),
+                    ),
+                ]),
+            ),
+        ]),
+        pb_request(
+            10,
+            pb::client_message::Op::Subscribe(pb::Subscribe {
+                room: "chat.lobby".to_owned(),
+                recover: Some(pb::Recover {
+                    epoch: EPOCH.to_owned(),
+                    offset: 40,
+                }),
+                join_leave: false,
+            }),
+        ),
+    );
+}
+
+#[test]
+fn the_resumed_subscribe_is_acknowledged_recovered_at_42() {
+    let ack = Ack {
+        offset: Offset(42),
+        epoch: epoch(),
+        recovered: true,
+        duplicate: false,
+    };
+    assert_reply_vector(&ACK_RECOVERED, &Reply::with(RequestId(10), ack));
+    assert_libraries_read(
+        &ACK_RECOVERED,
+        map([(
+            "reply",
+            map([
+                ("id", uint(10)),
+                (
+                    "ack",
+                    map([
+                        ("offset", uint(42)),
+                        ("epoch", text(EPOCH)),
+                        ("recovered", Mp::Bool(true)),
+                    ]),
+                ),
+            ]),
+        )]),
+        pb_reply(
+            10,
+            pb::reply::Outcome::Ack(pb::Ack {
+                offset: 42,
+                epoch: EPOCH.to_owned(),
+                recovered: true,
+                duplicate: false,
+            }),
+        ),
+    );
+}
+
+// Idempotent publishing: a publish with a key, and the answer to its retry.
+
+#[test]
+fn publishing_hi_with_the_idempotency_key_order_17_and_id_11() {
+    let publish = ClientOp::Publish {
+        room: lobby(),
+        data: Bytes::from_static(b"hi"),
+        idempotency_key: Some(IdempotencyKey(Bytes::from_static(b"order-17"))),
+    };
+    assert_request_vector(&PUBLISH_IDEMPOTENT, &request(11, publish));
+    assert_libraries_read(
+        &PUBLISH_IDEMPOTENT,
+        map([
+            ("id", uint(11)),
+            (
+                "publish",
+                map([
+                    ("room", text("chat.lobby")),
+                    ("data", bin(b"hi")),
+                    ("idempotency_key", text("order-17")),
+                ]),
+            ),
+        ]),
+        pb_request(
+            11,
+            pb::client_message::Op::Publish(pb::Publish {
+                room: "chat.lobby".to_owned(),
+                data: Bytes::from_static(b"hi"),
+                idempotency_key: "order-17".to_owned(),
+            }),
+        ),
+    );
+}
+
+#[test]
+fn a_retry_is_acknowledged_as_a_duplicate_of_offset_42() {
+    let ack = Ack {
+        offset: Offset(42),
+        duplicate: true,
+        ..Ack::default()
+    };
+    assert_reply_vector(&ACK_DUPLICATE, &Reply::with(RequestId(11), ack));
+    assert_libraries_read(
+        &ACK_DUPLICATE,
+        map([(
+            "reply",
+            map([
+                ("id", uint(11)),
+                (
+                    "ack",
+                    map([("offset", uint(42)), ("duplicate", Mp::Bool(true))]),
+                ),
+            ]),
+        )]),
+        pb_reply(
+            11,
+            pb::reply::Outcome::Ack(pb::Ack {
+                offset: 42,
+                duplicate: true,
+                ..Default::default()
+            }),
+        ),
+    );
+}
+
+// History: two publications after offset 40, oldest first.
+
+#[test]
+fn asking_for_two_publications_after_offset_40_with_id_12() {
+    let query = HistoryQuery {
+        since: Offset(40),
+        limit: 2,
+        reverse: false,
+    };
+    let history = ClientOp::History {
+        room: lobby(),
+        query,
+    };
+    assert_request_vector(&HISTORY, &request(12, history));
+    assert_libraries_read(
+        &HISTORY,
+        map([
+            ("id", uint(12)),
+            (
+                "history",
+                map([
+                    ("room", text("chat.lobby")),
+                    ("since", uint(40)),
+                    ("limit", uint(2)),
+                ]),
+            ),
+        ]),
+        pb_request(
+            12,
+            pb::client_message::Op::History(pb::History {
+                room: "chat.lobby".to_owned(),
+                since: 40,
+                limit: 2,
+                reverse: false,
+            }),
+        ),
+    );
+}
+
+#[test]
+fn the_history_page_holds_41_yo_and_42_hi_with_the_rooms_position() {
+    let page = HistoryPage {
+        position: StreamPosition {
+            epoch: epoch(),
+            offset: Offset(42),
+        },
+        publications: vec![
+            Publication {
+                offset: Offset(41),
+                data: Bytes::from_static(b"yo"),
+            },
+            Publication {
+                offset: Offset(42),
+                data: Bytes::from_static(b"hi"),
+            },
+        ],
+    };
+    let reply = Reply {
+        id: RequestId(12),
+        outcome: Outcome::History(page),
+    };
+    assert_reply_vector(&HISTORY_PAGE, &reply);
+    let publication = |offset, data: &[u8]| map([("offset", uint(offset)), ("data", bin(data))]);
+    assert_libraries_read(
+        &HISTORY_PAGE,
+        map([(
+            "reply",
+            map([
+                ("id", uint(12)),
+                (
+                    "history",
+                    map([
+                        ("epoch", text(EPOCH)),
+                        ("offset", uint(42)),
+                        (
+                            "publications",
+                            Mp::Array(vec![publication(41, b"yo"), publication(42, b"hi")]),
+                        ),
+                    ]),
+                ),
+            ]),
+        )]),
+        pb_reply(
+            12,
+            pb::reply::Outcome::History(pb::HistoryPage {
+                epoch: EPOCH.to_owned(),
+                offset: 42,
+                publications: vec![
+                    pb::Publication {
+                        offset: 41,
+                        data: Bytes::from_static(b"yo"),
+                    },
+                    pb::Publication {
+                        offset: 42,
+                        data: Bytes::from_static(b"hi"),
+                    },
+                ],
+            }),
+        ),
+    );
+}
+
+// Presence: who is in the room, how many, and a join event.
+
+#[test]
+fn asking_who_is_in_chat_lobby_with_id_13() {
+    assert_request_vector(
+        &PRESENCE,
+        &request(13, ClientOp::Presence { room: lobby() }),
+    );
+    assert_libraries_read(
+        &PRESENCE,
+        map([
+            ("id", uint(13)),
+            ("presence", map([("room", text("chat.lobby"))])),
+        ]),
+        pb_request(
+            13,
+            pb::client_message::Op::Presence(pb::Presence {
+                room: "chat.lobby".to_owned(),
+            }),
+        ),
+    );
+}
+
+#[test]
+fn the_presence_list_names_one_anonymous_client() {
+    let reply = Reply {
+        id: RequestId(13),
+        outcome: Outcome::Presence(vec![visitor()]),
+    };
+    assert_reply_vector(&PRESENCE_LIST, &reply);
+    assert_libraries_read(
+        &PRESENCE_LIST,
+        map([(
+            "reply",
+            map([
+                ("id", uint(13)),
+                (
+                    "presence",
+                    map([("clients", Mp::Array(vec![visitor_tree()]))]),
+                ),
+            ]),
+        )]),
+        pb_reply(
+            13,
+            pb::reply::Outcome::Presence(pb::PresenceList {
+                clients: vec![visitor_pb()],
+            }),
+        ),
+    );
+}
+
+#[test]
+fn asking_how_many_are_in_chat_lobby_with_id_14() {
+    let stats = ClientOp::PresenceStats { room: lobby() };
+    assert_request_vector(&PRESENCE_STATS, &request(14, stats));
+    assert_libraries_read(
+        &PRESENCE_STATS,
+        map([
+            ("id", uint(14)),
+            ("presence_stats", map([("room", text("chat.lobby"))])),
+        ]),
+        pb_request(
+            14,
+            pb::client_message::Op::PresenceStats(pb::PresenceStats {
+                room: "chat.lobby".to_owned(),
+            }),
+        ),
+    );
+}
+
+#[test]
+fn the_presence_counts_are_one_client_and_no_user() {
+    let counts = PresenceCounts {
+        clients: 1,
+        users: 0,
+    };
+    let reply = Reply {
+        id: RequestId(14),
+        outcome: Outcome::PresenceStats(counts),
+    };
+    assert_reply_vector(&PRESENCE_COUNTS, &reply);
+    assert_libraries_read(
+        &PRESENCE_COUNTS,
+        map([(
+            "reply",
+            map([
+                ("id", uint(14)),
+                (
+                    "presence_stats",
+                    map([("clients", uint(1)), ("users", uint(0))]),
+                ),
+            ]),
+        )]),
+        pb_reply(
+            14,
+            pb::reply::Outcome::PresenceStats(pb::PresenceCounts {
+                clients: 1,
+                users: 0,
+            }),
+        ),
+    );
+}
+
+#[test]
+fn a_join_event_tells_who_joined_chat_lobby() {
+    for codec in Codec::ALL {
+        let mut envelope = Vec::new();
+        codec.encode_presence(PresenceChange::Join, &lobby(), &visitor(), &mut envelope);
+        assert_eq!(hex(&envelope), JOIN.hex(codec), "{codec}: encode");
+        let framed = frame::presence(codec, PresenceChange::Join, &lobby(), &visitor());
+        assert_eq!(
+            framed[..],
+            [&rfc6455_header(envelope.len())[..], &envelope[..]].concat(),
+            "{codec}: frame"
+        );
+        let joined = ServerEvent::Presence {
+            change: PresenceChange::Join,
+            room: "chat.lobby".to_owned(),
+            info: visitor(),
+        };
+        assert_eq!(
+            codec.decode_server(&JOIN.bytes(codec)),
+            Ok(joined),
+            "{codec}: decode"
+        );
+    }
+    assert_libraries_read(
+        &JOIN,
+        map([(
+            "join",
+            map([("room", text("chat.lobby")), ("info", visitor_tree())]),
+        )]),
+        Prost::Server(pb::ServerMessage {
+            kind: Some(pb::server_message::Kind::Join(pb::Join {
+                room: "chat.lobby".to_owned(),
+                info: Some(visitor_pb()),
+            })),
+        }),
+    );
+}
+
+#[test]
+fn a_leave_event_is_a_join_event_under_the_key_leave() {
+    // MessagePack: the same map with "leave" (a5 6c 65 61 76 65) for "join"
+    // (a4 6a 6f 69 6e); protobuf: ServerMessage field 4 instead of 3.
+    let msgpack = JOIN
+        .msgpack
+        .replacen("a4 6a 6f 69 6e", "a5 6c 65 61 76 65", 1);
+    let proto = format!("22{}", &JOIN.proto["1a".len()..]);
+    let left = ServerEvent::Presence {
+        change: PresenceChange::Leave,
+        room: "chat.lobby".to_owned(),
+        info: visitor(),
+    };
+    for (codec, hex_bytes) in [(Codec::MsgPack, msgpack), (Codec::Proto, proto)] {
+        let mut envelope = Vec::new();
+        codec.encode_presence(PresenceChange::Leave, &lobby(), &visitor(), &mut envelope);
+        assert_eq!(hex(&envelope), hex_bytes, "{codec}: encode");
+        let bytes = Bytes::from(hex::decode(hex_bytes.replace(' ', "")).expect("hex"));
+        assert_eq!(
+            codec.decode_server(&bytes),
+            Ok(left.clone()),
+            "{codec}: decode"
+        );
     }
 }
 
