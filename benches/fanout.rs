@@ -61,7 +61,7 @@ fn unbounded() -> OutboundLimits {
 
 /// A shard with `n` active MessagePack subscribers of `room`, and their queues.
 fn shard_with(room: &RoomName, n: usize, now: Instant) -> (Shard, Vec<Rc<Outbound>>) {
-    let mut shard = Shard::new(1024);
+    let mut shard = Shard::default();
     let stats = CoreStats::detached();
     let mut queues = Vec::with_capacity(n);
     for conn in 0..n {

@@ -13,12 +13,15 @@
 //! * active: subscribers receive every delivery; `position` is the offset of
 //!   the last one, which is what a new local subscriber is told.
 //!
-//! A subscriber resuming with `recover` is *recovering* while its room is
-//! active: it gets no deliveries yet, but every delivery is kept for it. The
-//! home answers with the publications it missed up to some offset N; since
-//! the home sent every delivery up to N before its answer, the kept ones
-//! cover everything after N. Missed, then kept deliveries after N, then live:
-//! no gap and no duplicate, whatever was published meanwhile.
+//! A subscriber resuming with `recover` is *recovering* until the home's
+//! answer arrives: it is in the room (so it is not forgotten) but gets no
+//! deliveries. The home answers with the publications it missed up to the
+//! room's offset N at that moment. Everything the home sends this core
+//! arrives in the order it was sent, so every delivery up to N came before
+//! the answer (and was held back from the recovering subscriber: the answer
+//! carries it) and every delivery after N comes after it (when the
+//! subscriber is live). Missed, then live: no gap and no duplicate, whatever
+//! was published meanwhile.
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -27,9 +30,8 @@ use foldhash::HashMap;
 use tokio::sync::oneshot;
 
 use crate::engine::Recovery;
-use crate::limits::close_code;
 use crate::protocol::{frame, Ack, Codec, Offset, Reply, RequestId, RoomName, StreamPosition};
-use crate::transport::outbound::{Closing, LocalFrame, Outbound, Pushed};
+use crate::transport::outbound::{LocalFrame, Outbound, Pushed};
 
 use super::{ConnId, Frames, RecoveryToken};
 
@@ -49,13 +51,11 @@ struct Waiter {
     offset: oneshot::Sender<Offset>,
 }
 
-/// A subscriber waiting for the home's answer to its recovery, and the
-/// deliveries that arrived meanwhile.
+/// A subscriber waiting for the home's answer to its recovery.
 struct Recovering {
     subscriber: Subscriber,
     request: RequestId,
     token: RecoveryToken,
-    kept: Vec<(Offset, LocalFrame)>,
 }
 
 /// Queues the subscribe acknowledgement ahead of any delivery, so a client
@@ -109,21 +109,12 @@ pub struct Fanout {
 }
 
 /// A core's local subscribers.
+#[derive(Default)]
 pub struct Shard {
     rooms: HashMap<RoomName, LocalRoom>,
-    /// Deliveries kept for one recovering subscriber, at most; past it the
-    /// subscriber is closed as a slow consumer (1013).
-    recovery_buffer: usize,
 }
 
 impl Shard {
-    pub fn new(recovery_buffer: usize) -> Shard {
-        Shard {
-            rooms: HashMap::default(),
-            recovery_buffer,
-        }
-    }
-
     /// Adds a subscriber of `room` in `codec`. Without `recover`, the
     /// acknowledgement of `request` (with the starting position) is queued to
     /// the subscriber as it becomes active, before any delivery; with it, the
@@ -150,7 +141,6 @@ impl Shard {
                         subscriber,
                         request,
                         token,
-                        kept: Vec::new(),
                     }),
                     None => {
                         acknowledge(&subscriber, codec, request, plain_ack(position), now);
@@ -216,7 +206,6 @@ impl Shard {
                         subscriber: waiter.subscriber,
                         request: waiter.request,
                         token,
-                        kept: Vec::new(),
                     }),
                     None => {
                         let ack = plain_ack(&position);
@@ -236,9 +225,8 @@ impl Shard {
 
     /// The home's answer to a recovery: the subscriber is acknowledged
     /// (`recovered` or not, with the room's position), receives what it
-    /// missed, then what was kept for it after that, and becomes live.
-    /// Returns the deliveries queued. An answer for a subscriber that left is
-    /// dropped.
+    /// missed, and becomes live. Returns the deliveries queued. An answer for
+    /// a subscriber that left is dropped.
     pub fn finish_recovery(
         &mut self,
         room: &RoomName,
@@ -263,7 +251,6 @@ impl Shard {
             return fanout;
         };
         let done = recovering.swap_remove(at);
-        let upto = recovery.position().offset;
         let (position, missed, recovered) = match recovery {
             Recovery::Recovered { position, missed } => (position, missed, true),
             Recovery::Refused { position } => (position, Vec::new(), false),
@@ -273,20 +260,13 @@ impl Shard {
             ..plain_ack(&position)
         };
         acknowledge(&done.subscriber, codec, done.request, ack, now);
-        let outbound = &done.subscriber.outbound;
-        let replay = missed
-            .iter()
-            .map(|p| Rc::new(frame::message(codec, room, p.offset, &p.data)))
-            .chain(
-                done.kept
-                    .into_iter()
-                    .filter(|(offset, _)| *offset > upto)
-                    .map(|(_, frame)| frame),
-            );
-        for frame in replay {
-            match outbound.push(frame, now) {
+        for publication in &missed {
+            let frame = frame::message(codec, room, publication.offset, &publication.data);
+            match done.subscriber.outbound.push(frame, now) {
                 Pushed::Queued | Pushed::DroppedOldest(_) => fanout.delivered += 1,
-                Pushed::ClosedSlow | Pushed::Refused => return fanout,
+                // Closed as a slow consumer: it stays listed until its
+                // session leaves, like any closed subscriber.
+                Pushed::ClosedSlow | Pushed::Refused => break,
             }
         }
         subscribers.push(done.subscriber);
@@ -353,7 +333,7 @@ impl Shard {
 
     /// Fans one sequenced publication out to the active local subscribers:
     /// each gets a reference to the shared frame of its codec. Recovering
-    /// subscribers get it kept for later.
+    /// subscribers get nothing: the home's answer carries it.
     pub fn deliver(
         &mut self,
         room: &RoomName,
@@ -370,7 +350,7 @@ impl Shard {
                 Some(Slot::Active {
                     position,
                     subscribers,
-                    recovering,
+                    ..
                 }),
                 Some(frame),
             ) = (slot, frame)
@@ -378,9 +358,6 @@ impl Shard {
                 position.offset = offset;
                 let local: LocalFrame = Rc::new(frame.clone());
                 fan_out(subscribers, &local, now, &mut fanout);
-                if !recovering.is_empty() {
-                    keep_for_recovering(recovering, offset, &local, self.recovery_buffer);
-                }
             }
         }
         fanout
@@ -400,28 +377,6 @@ impl Shard {
             }
         }
     }
-}
-
-fn keep_for_recovering(
-    recovering: &mut Vec<Recovering>,
-    offset: Offset,
-    frame: &LocalFrame,
-    limit: usize,
-) {
-    recovering.retain_mut(|r| {
-        if r.kept.len() < limit {
-            r.kept.push((offset, frame.clone()));
-            return true;
-        }
-        // The home's answer is taking longer than this many publications:
-        // treat it as a slow consumer rather than keep without bound.
-        r.subscriber.outbound.close(Closing {
-            code: close_code::TRY_AGAIN_LATER,
-            reason: "slow consumer",
-            flush: false,
-        });
-        false
-    });
 }
 
 fn fan_out(subscribers: &[Subscriber], frame: &LocalFrame, now: Instant, fanout: &mut Fanout) {
@@ -469,7 +424,7 @@ mod tests {
 
     #[test]
     fn first_subscriber_asks_home_later_ones_wait_then_all_start_at_the_acked_offset() {
-        let mut shard = Shard::new(100);
+        let mut shard = Shard::default();
         let room = RoomName::new("chat").unwrap();
         let (a, b) = (subscriber(1), subscriber(2));
         let SubscribeStep::AskHome(mut rx_a) = shard.subscribe(
@@ -528,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_waiter_that_leaves_before_the_acknowledgement_is_never_activated() {
-        let mut shard = Shard::new(100);
+        let mut shard = Shard::default();
         let room = RoomName::new("chat").unwrap();
         let now = Instant::now();
         let gone = subscriber(1);
@@ -548,7 +503,7 @@ mod tests {
 
     #[test]
     fn the_last_unsubscribe_tells_the_home_and_later_deliveries_reach_no_one() {
-        let mut shard = Shard::new(100);
+        let mut shard = Shard::default();
         let room = RoomName::new("chat").unwrap();
         let a = subscriber(1);
         let now = Instant::now();
@@ -567,5 +522,112 @@ mod tests {
             Fanout::default()
         );
         assert_eq!(a.outbound.len(), 0);
+    }
+
+    #[test]
+    fn a_recovering_subscriber_gets_the_missed_publications_then_live_ones_and_nothing_twice() {
+        let mut shard = Shard::default();
+        let room = RoomName::new("ticks").unwrap();
+        let now = Instant::now();
+        let (live, resumed) = (subscriber(1), subscriber(2));
+        let _ = shard.subscribe(&room, Codec::MsgPack, live.clone(), RequestId(0), None, now);
+        assert!(!shard.activate(&room, Codec::MsgPack, at(5), now));
+        let token = RecoveryToken(9);
+        let step = shard.subscribe(
+            &room,
+            Codec::MsgPack,
+            resumed.clone(),
+            RequestId(4),
+            Some(token),
+            now,
+        );
+        assert!(matches!(step, SubscribeStep::Ready(_)));
+        // Offset 6 is published before the home answers: the recovering
+        // subscriber does not get it live; the answer carries it.
+        assert_eq!(
+            shard
+                .deliver(&room, Offset(6), &frames(b"six"), now)
+                .delivered,
+            1
+        );
+        assert_eq!(resumed.outbound.len(), 0);
+        let missed = [4, 5, 6].map(|n| crate::protocol::Publication {
+            offset: Offset(n),
+            data: Bytes::from(vec![n as u8]),
+        });
+        let recovery = Recovery::Recovered {
+            position: at(6),
+            missed: missed.to_vec(),
+        };
+        // An answer for another recovery of the same connection is ignored.
+        let stale = shard.finish_recovery(
+            &room,
+            Codec::MsgPack,
+            RecoveryToken(8),
+            recovery.clone(),
+            now,
+        );
+        assert_eq!(stale.delivered, 0);
+        let replayed = shard.finish_recovery(&room, Codec::MsgPack, token, recovery, now);
+        assert_eq!(replayed.delivered, 3);
+        assert_eq!(
+            shard
+                .deliver(&room, Offset(7), &frames(b"seven"), now)
+                .delivered,
+            2
+        );
+        let mut queued = Vec::new();
+        resumed.outbound.take(&mut queued, 10, usize::MAX);
+        let events: Vec<_> = queued[..4]
+            .iter()
+            .map(|f| {
+                Codec::MsgPack
+                    .decode_server(&Bytes::copy_from_slice(&f[2..]))
+                    .unwrap()
+            })
+            .collect();
+        let crate::protocol::ServerEvent::Reply(reply) = &events[0] else {
+            panic!("the acknowledgement comes first: {events:?}")
+        };
+        let crate::protocol::Outcome::Ack(ack) = &reply.outcome else {
+            panic!("{reply:?}")
+        };
+        assert!(ack.recovered);
+        assert_eq!(ack.offset, Offset(6));
+        let offsets: Vec<u64> = events[1..4]
+            .iter()
+            .map(|e| match e {
+                crate::protocol::ServerEvent::Message { offset, .. } => offset.0,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(offsets, vec![4, 5, 6]);
+        assert_eq!(&queued[4][..], b"seven", "then live, from 7");
+        assert_eq!(queued.len(), 5);
+    }
+
+    #[test]
+    fn a_recovering_subscriber_that_leaves_is_the_last_one_like_any_other() {
+        let mut shard = Shard::default();
+        let room = RoomName::new("ticks").unwrap();
+        let now = Instant::now();
+        let _ = shard.subscribe(
+            &room,
+            Codec::Proto,
+            subscriber(1),
+            RequestId(1),
+            Some(RecoveryToken(1)),
+            now,
+        );
+        assert!(!shard.activate(&room, Codec::Proto, at(0), now));
+        assert!(
+            shard.unsubscribe(&room, Codec::Proto, ConnId(1)),
+            "nobody left: tell the home"
+        );
+        let recovery = Recovery::Refused { position: at(0) };
+        assert_eq!(
+            shard.finish_recovery(&room, Codec::Proto, RecoveryToken(1), recovery, now),
+            Fanout::default()
+        );
     }
 }

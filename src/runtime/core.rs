@@ -104,6 +104,16 @@ impl Core {
         }
     }
 
+    /// Sends an event a session asked for (interest, recovery, a query, a
+    /// join or leave), then waits while this core's overflow holds anything,
+    /// so a session that pipelines requests adds at most one event to it.
+    pub async fn send_for_session(&self, dest: CoreId, msg: CoreMsg) {
+        self.route(dest, msg);
+        if self.postbox.has_overflow() {
+            self.postbox.overflow_drained().await;
+        }
+    }
+
     /// Hands a publication to its home core from a session. On the home core
     /// it is sequenced and fanned out at once; the session then waits until
     /// the deliveries to other cores are all posted, so the overflow stays
@@ -458,7 +468,7 @@ pub(super) fn run(
     let core = Rc::new(Core {
         id,
         postbox: Postbox::new(id, mailboxes),
-        shard: RefCell::new(Shard::new(node.limits.outbound.max_messages)),
+        shard: RefCell::new(Shard::default()),
         home: RefCell::new(Home::new(
             MemoryEngine::new(EngineConfig::from_config(&node.config)),
             node.config.history_max_page,

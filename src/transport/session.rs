@@ -321,15 +321,17 @@ impl Session {
                 recover,
                 join_leave,
             } => self.subscribe(id, room, recover, join_leave).await,
-            ClientOp::Unsubscribe { room } => self.unsubscribe(id, room),
+            ClientOp::Unsubscribe { room } => self.unsubscribe(id, room).await,
             ClientOp::Publish {
                 room,
                 data,
                 idempotency_key,
             } => self.publish(id, room, data, idempotency_key).await,
-            ClientOp::History { room, query } => self.ask_home(id, room, Query::History(query)),
-            ClientOp::Presence { room } => self.ask_home(id, room, Query::Presence),
-            ClientOp::PresenceStats { room } => self.ask_home(id, room, Query::PresenceStats),
+            ClientOp::History { room, query } => {
+                self.ask_home(id, room, Query::History(query)).await
+            }
+            ClientOp::Presence { room } => self.ask_home(id, room, Query::Presence).await,
+            ClientOp::PresenceStats { room } => self.ask_home(id, room, Query::PresenceStats).await,
         }
         Ok(())
     }
@@ -361,16 +363,18 @@ impl Session {
     ) {
         let core = self.core.clone();
         if self.rooms.contains_key(&room) {
-            // Already live in this room: nothing to recover.
+            // Already in this room: nothing more is sent. Whatever it missed
+            // before was already answered by the first subscribe.
             let position = core
                 .shard
                 .borrow()
                 .current(&room, self.codec)
                 .unwrap_or_default();
+            let recovered = recover.is_some_and(|from| from.epoch == position.epoch);
             let ack = Ack {
                 offset: position.offset,
                 epoch: position.epoch,
-                recovered: recover.is_some(),
+                recovered,
                 ..Ack::default()
             };
             return self.reply(Reply::with(id, ack));
@@ -423,7 +427,7 @@ impl Session {
                     core: core.id,
                     on: true,
                 };
-                core.route(home, interest);
+                core.send_for_session(home, interest).await;
                 Some(offset)
             }
             SubscribeStep::Wait(offset) => Some(offset),
@@ -438,15 +442,17 @@ impl Session {
                 core: core.id,
                 token,
             };
-            core.route(home, ask);
+            core.send_for_session(home, ask).await;
         }
         if options.presence {
-            self.announce(&room, PresenceChange::Join);
+            let join = self.presence_msg(&room, PresenceChange::Join);
+            core.send_for_session(home, join).await;
         }
         if let Some(wait) = wait {
             if wait.await.is_err() {
                 if self.rooms.remove(&room) == Some(true) {
-                    self.announce(&room, PresenceChange::Leave);
+                    let leave = self.presence_msg(&room, PresenceChange::Leave);
+                    core.route(home, leave);
                 }
                 self.reply(Reply::error(
                     id,
@@ -457,24 +463,21 @@ impl Session {
         }
     }
 
-    /// Tells the room's home that this connection joined or left it.
-    fn announce(&self, room: &RoomName, change: PresenceChange) {
-        let core = &self.core;
+    /// What tells the room's home that this connection joined or left it.
+    fn presence_msg(&self, room: &RoomName, change: PresenceChange) -> CoreMsg {
         let info = ClientInfo {
-            client: core.client_id(self.conn),
+            client: self.core.client_id(self.conn),
             user: String::new(),
             joined_at_ms: unix_millis(),
         };
-        let home = home_core(room, core.node.config.workers);
-        let msg = CoreMsg::Presence {
+        CoreMsg::Presence {
             room: room.clone(),
             change,
             info,
-        };
-        core.route(home, msg);
+        }
     }
 
-    fn unsubscribe(&mut self, id: RequestId, room: RoomName) {
+    async fn unsubscribe(&mut self, id: RequestId, room: RoomName) {
         let Some(presence) = self.rooms.remove(&room) else {
             return self.reply(Reply::error(
                 id,
@@ -484,21 +487,25 @@ impl Session {
         };
         self.leave(room, presence);
         self.reply(Reply::ack(id, Offset(0)));
+        if self.core.postbox.has_overflow() {
+            self.core.postbox.overflow_drained().await;
+        }
     }
 
-    /// Removes this connection from a room's local subscribers, telling the
-    /// home when it was the last one here, and announcing the leave.
+    /// Removes this connection from a room's local subscribers, then
+    /// announces the leave (so, wherever the home is, the leaver never hears
+    /// its own leave) and tells the home when it was the last one here.
     fn leave(&self, room: RoomName, presence: bool) {
         let core = &self.core;
-        if presence {
-            self.announce(&room, PresenceChange::Leave);
-        }
         let last = core
             .shard
             .borrow_mut()
             .unsubscribe(&room, self.codec, self.conn);
+        let home = home_core(&room, core.node.config.workers);
+        if presence {
+            core.route(home, self.presence_msg(&room, PresenceChange::Leave));
+        }
         if last {
-            let home = home_core(&room, core.node.config.workers);
             let interest = CoreMsg::Interest {
                 room,
                 codec: self.codec,
@@ -544,7 +551,7 @@ impl Session {
 
     /// History and presence are answered by the room's home, straight into
     /// this connection's queue.
-    fn ask_home(&self, id: RequestId, room: RoomName, query: Query) {
+    async fn ask_home(&self, id: RequestId, room: RoomName, query: Query) {
         if !id.wants_reply() {
             // Nobody would read the answer.
             return;
@@ -557,7 +564,7 @@ impl Session {
             codec: self.codec,
             reply_to: self.reply_to(id),
         };
-        core.route(home, msg);
+        core.send_for_session(home, msg).await;
     }
 }
 
