@@ -1,0 +1,514 @@
+//! Who a connection is and what it may do: the JWT checked before the
+//! upgrade, the identity it yields, and the permission checks of each
+//! operation.
+//!
+//! The accepted algorithm is fixed by configuration (HS256 with a shared
+//! secret, or RS256/ES256 with a PEM public key), never read from the token,
+//! so `alg: none` and HS/RS confusion are refused. `exp` is required, `nbf`
+//! is checked, `iss`/`aud` when configured, all with the configured leeway.
+//! Tokens are never logged: errors say why a token failed, never what it was.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::rules::Glob;
+
+/// The JWT algorithms roomcast accepts (one, chosen by configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+impl std::str::FromStr for JwtAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "HS256" => Ok(JwtAlgorithm::Hs256),
+            "RS256" => Ok(JwtAlgorithm::Rs256),
+            "ES256" => Ok(JwtAlgorithm::Es256),
+            _ => Err(format!("{s:?} is not HS256, RS256 or ES256")),
+        }
+    }
+}
+
+impl std::fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::Rs256 => "RS256",
+            JwtAlgorithm::Es256 => "ES256",
+        })
+    }
+}
+
+/// Why the verifier could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("jwt_algorithm {0} needs jwt_secret")]
+    MissingSecret(JwtAlgorithm),
+    #[error("jwt_algorithm {0} needs jwt_public_key (a PEM file)")]
+    MissingPublicKey(JwtAlgorithm),
+    #[error("cannot read jwt_public_key {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("jwt_public_key is not a {algorithm} public key in PEM: {reason}")]
+    Pem {
+        algorithm: JwtAlgorithm,
+        reason: String,
+    },
+}
+
+/// Why a token was refused. The text goes into the 401 body and the error
+/// reply of a refresh; it never contains the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("a token is required")]
+    Missing,
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet")]
+    NotYetValid,
+    #[error("token signature, algorithm or format is invalid")]
+    Invalid,
+    #[error("token issuer or audience is not accepted")]
+    WrongParty,
+    #[error("token lacks a required claim (exp)")]
+    MissingClaim,
+    #[error("token is for another user")]
+    OtherUser,
+}
+
+/// `role` may be one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Room permissions in a token: glob patterns per action. (Under `rooms`,
+/// because the top-level `sub` claim is the user id.)
+#[derive(Debug, Default, Deserialize)]
+struct RoomClaims {
+    #[serde(default)]
+    sub: Vec<String>,
+    #[serde(default, rename = "pub")]
+    publish: Vec<String>,
+    #[serde(default)]
+    presence: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: String,
+    /// Required: the validation refuses a token without it.
+    #[serde(default)]
+    exp: u64,
+    #[serde(default)]
+    rooms: RoomClaims,
+    #[serde(default)]
+    role: Option<OneOrMany>,
+}
+
+/// What an operation needs permission for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Subscribe, and read history.
+    Subscribe,
+    Publish,
+    /// `presence` and `presence_stats`.
+    Presence,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Subscribe => "subscribe",
+            Action::Publish => "publish",
+            Action::Presence => "presence",
+        }
+    }
+}
+
+/// Which rooms a connection may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grants {
+    /// Authentication is off: every room, every action.
+    All,
+    /// Per action, the room patterns allowed.
+    Patterns {
+        subscribe: Vec<Glob>,
+        publish: Vec<Glob>,
+        presence: Vec<Glob>,
+    },
+}
+
+impl Grants {
+    pub fn allows(&self, action: Action, room: &str) -> bool {
+        let patterns = match self {
+            Grants::All => return true,
+            Grants::Patterns {
+                subscribe,
+                publish,
+                presence,
+            } => match action {
+                Action::Subscribe => subscribe,
+                Action::Publish => publish,
+                Action::Presence => presence,
+            },
+        };
+        patterns.iter().any(|p| p.matches(room))
+    }
+}
+
+/// A connection's identity, from its token (or anonymous).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`; empty for anonymous connections.
+    pub user: String,
+    pub roles: Vec<String>,
+    pub grants: Grants,
+    /// When the token expires (none for anonymous connections).
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Identity {
+    /// Everything allowed: authentication is off.
+    pub fn unrestricted() -> Identity {
+        Identity {
+            user: String::new(),
+            roles: Vec::new(),
+            grants: Grants::All,
+            expires_at: None,
+        }
+    }
+
+    /// An anonymous connection on a node with keys: subscribe and presence
+    /// in the `anonymous_rooms`, never publish.
+    pub fn anonymous(rooms: &[Glob]) -> Identity {
+        Identity {
+            user: String::new(),
+            roles: Vec::new(),
+            grants: Grants::Patterns {
+                subscribe: rooms.to_vec(),
+                publish: Vec::new(),
+                presence: rooms.to_vec(),
+            },
+            expires_at: None,
+        }
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// How long until the token expires (zero if it has).
+    pub fn expires_in(&self) -> Option<Duration> {
+        self.expires_at.map(|at| {
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        })
+    }
+}
+
+/// Checks tokens with the configured key and rules.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of debug output, like the tokens.
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the verifier needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    pub algorithm: JwtAlgorithm,
+    pub secret: String,
+    pub public_key: String,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway: Duration,
+}
+
+impl Verifier {
+    /// `None` when no key is configured: authentication is off.
+    pub fn from_config(config: &VerifierConfig) -> Result<Option<Verifier>, KeyError> {
+        if config.secret.is_empty() && config.public_key.is_empty() {
+            return Ok(None);
+        }
+        let (key, algorithm) = match config.algorithm {
+            JwtAlgorithm::Hs256 => {
+                if config.secret.is_empty() {
+                    return Err(KeyError::MissingSecret(config.algorithm));
+                }
+                (
+                    DecodingKey::from_secret(config.secret.as_bytes()),
+                    Algorithm::HS256,
+                )
+            }
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
+                if config.public_key.is_empty() {
+                    return Err(KeyError::MissingPublicKey(config.algorithm));
+                }
+                let pem = std::fs::read(&config.public_key).map_err(|e| KeyError::Read {
+                    path: config.public_key.clone(),
+                    reason: e.to_string(),
+                })?;
+                let pem_error = |e: jsonwebtoken::errors::Error| KeyError::Pem {
+                    algorithm: config.algorithm,
+                    reason: e.to_string(),
+                };
+                if config.algorithm == JwtAlgorithm::Rs256 {
+                    (
+                        DecodingKey::from_rsa_pem(&pem).map_err(pem_error)?,
+                        Algorithm::RS256,
+                    )
+                } else {
+                    (
+                        DecodingKey::from_ec_pem(&pem).map_err(pem_error)?,
+                        Algorithm::ES256,
+                    )
+                }
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = config.leeway.as_secs();
+        if !config.issuer.is_empty() {
+            validation.set_issuer(&[&config.issuer]);
+        }
+        if config.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[&config.audience]);
+        }
+        Ok(Some(Verifier { key, validation }))
+    }
+
+    /// The identity a token proves.
+    pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongParty,
+                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                _ => TokenError::Invalid,
+            },
+        )?;
+        let claims = data.claims;
+        let globs = |patterns: Vec<String>| patterns.iter().map(|p| Glob::new(p)).collect();
+        Ok(Identity {
+            user: claims.sub,
+            roles: match claims.role {
+                None => Vec::new(),
+                Some(OneOrMany::One(role)) => vec![role],
+                Some(OneOrMany::Many(roles)) => roles,
+            },
+            grants: Grants::Patterns {
+                subscribe: globs(claims.rooms.sub),
+                publish: globs(claims.rooms.publish),
+                presence: globs(claims.rooms.presence),
+            },
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+        })
+    }
+}
+
+/// The subprotocol entry that carries a token, for browsers that cannot set
+/// headers: `roomcast.jwt.<token>` beside the codec's entry.
+pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "roomcast.jwt.";
+
+/// Finds the token of a handshake: `Authorization: Bearer`, then the `token`
+/// query parameter, then a `roomcast.jwt.` subprotocol entry.
+pub fn token_from_request<B>(req: &hyper::Request<B>) -> Option<String> {
+    use hyper::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+    if let Some(value) = req.headers().get(AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    if let Some(query) = req.uri().query() {
+        if let Some(token) = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+        {
+            return Some(token.to_owned());
+        }
+    }
+    req.headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|entry| entry.trim().strip_prefix(TOKEN_SUBPROTOCOL_PREFIX))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn hs_config() -> VerifierConfig {
+        VerifierConfig {
+            algorithm: JwtAlgorithm::Hs256,
+            secret: "s3cret".into(),
+            public_key: String::new(),
+            issuer: "roomcast-tests".into(),
+            audience: String::new(),
+            leeway: Duration::from_secs(2),
+        }
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn sign(claims: serde_json::Value, secret: &str) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_good_token_yields_the_user_roles_and_room_grants() {
+        let verifier = Verifier::from_config(&hs_config()).unwrap().unwrap();
+        let token = sign(
+            json!({"sub": "ann", "exp": now() + 60, "iss": "roomcast-tests", "role": "admin",
+                   "rooms": {"sub": ["ticks.*"], "pub": ["chat.room-42"]}}),
+            "s3cret",
+        );
+        let who = verifier.verify(&token).unwrap();
+        assert_eq!(who.user, "ann");
+        assert!(who.has_role("admin"));
+        assert!(who.grants.allows(Action::Subscribe, "ticks.btc"));
+        assert!(!who.grants.allows(Action::Publish, "ticks.btc"));
+        assert!(who.grants.allows(Action::Publish, "chat.room-42"));
+        assert!(!who.grants.allows(Action::Presence, "chat.room-42"));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_for_a_stated_reason() {
+        let verifier = Verifier::from_config(&hs_config()).unwrap().unwrap();
+        let good = json!({"sub": "ann", "exp": now() + 60, "iss": "roomcast-tests"});
+        assert_eq!(
+            verifier.verify(&sign(good.clone(), "wrong")),
+            Err(TokenError::Invalid)
+        );
+        let expired = json!({"sub": "ann", "exp": now() - 60, "iss": "roomcast-tests"});
+        assert_eq!(
+            verifier.verify(&sign(expired, "s3cret")),
+            Err(TokenError::Expired)
+        );
+        let early =
+            json!({"sub": "ann", "exp": now() + 60, "nbf": now() + 60, "iss": "roomcast-tests"});
+        assert_eq!(
+            verifier.verify(&sign(early, "s3cret")),
+            Err(TokenError::NotYetValid)
+        );
+        let no_exp = json!({"sub": "ann", "iss": "roomcast-tests"});
+        assert_eq!(
+            verifier.verify(&sign(no_exp, "s3cret")),
+            Err(TokenError::MissingClaim)
+        );
+        let string_exp =
+            json!({"sub": "ann", "exp": format!("{}", now() - 60), "iss": "roomcast-tests"});
+        assert!(
+            verifier.verify(&sign(string_exp, "s3cret")).is_err(),
+            "a string exp never skips the check"
+        );
+        let other_issuer = json!({"sub": "ann", "exp": now() + 60, "iss": "elsewhere"});
+        assert_eq!(
+            verifier.verify(&sign(other_issuer, "s3cret")),
+            Err(TokenError::WrongParty)
+        );
+        // alg: none, hand-made: header {"alg":"none","typ":"JWT"}.
+        let none = format!(
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+            base64_url(&serde_json::to_vec(&good).unwrap())
+        );
+        assert_eq!(verifier.verify(&none), Err(TokenError::Invalid));
+        assert_eq!(verifier.verify("not a token"), Err(TokenError::Invalid));
+    }
+
+    fn base64_url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n =
+                chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn no_key_means_no_authentication_and_a_half_configured_key_is_an_error() {
+        let mut config = hs_config();
+        config.secret.clear();
+        assert!(Verifier::from_config(&config).unwrap().is_none());
+        config.algorithm = JwtAlgorithm::Rs256;
+        config.secret = "s3cret".into();
+        assert!(matches!(
+            Verifier::from_config(&config),
+            Err(KeyError::MissingPublicKey(JwtAlgorithm::Rs256))
+        ));
+    }
+
+    #[test]
+    fn the_token_is_found_in_the_header_the_query_or_a_subprotocol_entry() {
+        let req = |uri: &str, header: Option<(&str, &str)>| {
+            let mut builder = hyper::Request::get(uri);
+            if let Some((name, value)) = header {
+                builder = builder.header(name, value);
+            }
+            builder.body(()).unwrap()
+        };
+        assert_eq!(
+            token_from_request(&req("/ws", Some(("authorization", "Bearer abc.def.ghi")))),
+            Some("abc.def.ghi".into())
+        );
+        assert_eq!(
+            token_from_request(&req("/ws?x=1&token=t.o.k", None)),
+            Some("t.o.k".into())
+        );
+        assert_eq!(
+            token_from_request(&req(
+                "/ws",
+                Some((
+                    "sec-websocket-protocol",
+                    "roomcast.v1.msgpack, roomcast.jwt.a.b.c"
+                ))
+            )),
+            Some("a.b.c".into())
+        );
+        assert_eq!(token_from_request(&req("/ws", None)), None);
+    }
+}
