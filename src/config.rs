@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::JwtAlgorithm;
 use crate::limits::SlowConsumerPolicy;
 use crate::rules::{RoomOptions, RoomRules};
 
@@ -63,6 +64,47 @@ fn parse_path(s: &str) -> Result<String, String> {
 
 fn parse_policy(s: &str) -> Result<SlowConsumerPolicy, String> {
     s.parse()
+}
+
+fn parse_algorithm(s: &str) -> Result<JwtAlgorithm, String> {
+    s.parse()
+}
+
+fn parse_text(s: &str) -> Result<String, String> {
+    Ok(s.to_owned())
+}
+
+fn parse_rate(s: &str) -> Result<u32, String> {
+    s.replace('_', "")
+        .parse()
+        .map_err(|e| format!("{e} (expected a whole number, 0 for no limit)"))
+}
+
+/// A list of strings from one setting (a newtype, so clap takes it as one value).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct List(pub Vec<String>);
+
+fn parse_list(s: &str) -> Result<List, String> {
+    parse_items(s).map(List)
+}
+
+/// A list, as `a,b` or as a TOML array `["a", "b"]`.
+fn parse_items(s: &str) -> Result<Vec<String>, String> {
+    let s = s.trim();
+    if s.starts_with('[') {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            list: Vec<String>,
+        }
+        let doc: Doc = toml::from_str(&format!("list = {s}"))
+            .map_err(|e| format!("{} (expected a list of strings)", e.message()))?;
+        return Ok(doc.list);
+    }
+    Ok(s.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 fn parse_rules(s: &str) -> Result<RoomRules, String> {
@@ -198,6 +240,48 @@ settings! {
     idempotency_window: Duration = Duration::from_secs(300), env "ROOMCAST_IDEMPOTENCY_WINDOW", parse parse_duration, shown "5m";
     /// Idempotency keys remembered per room; past it the oldest is forgotten early.
     idempotency_max_keys: usize = 10_000, env "ROOMCAST_IDEMPOTENCY_MAX_KEYS", parse parse_count, shown "10000";
+    /// The one JWT algorithm accepted: HS256 (with `jwt_secret`), RS256 or ES256 (with `jwt_public_key`).
+    jwt_algorithm: JwtAlgorithm = JwtAlgorithm::Hs256, env "ROOMCAST_JWT_ALGORITHM", parse parse_algorithm, shown "HS256";
+    /// HS256 shared secret. Setting it (or `jwt_public_key`) turns authentication on.
+    jwt_secret: String = String::new(), env "ROOMCAST_JWT_SECRET", parse parse_text, shown "";
+    /// Path of the PEM public key for RS256 or ES256.
+    jwt_public_key: String = String::new(), env "ROOMCAST_JWT_PUBLIC_KEY", parse parse_text, shown "";
+    /// Required `iss` claim (empty: not checked).
+    jwt_issuer: String = String::new(), env "ROOMCAST_JWT_ISSUER", parse parse_text, shown "";
+    /// Required `aud` claim (empty: not checked).
+    jwt_audience: String = String::new(), env "ROOMCAST_JWT_AUDIENCE", parse parse_text, shown "";
+    /// Clock skew allowed on `exp` and `nbf`.
+    jwt_leeway: Duration = Duration::from_secs(5), env "ROOMCAST_JWT_LEEWAY", parse parse_duration, shown "5s";
+    /// With a key configured, also accept connections without a token (they may only subscribe to `anonymous_rooms`).
+    allow_anonymous: bool = false, env "ROOMCAST_ALLOW_ANONYMOUS", parse parse_bool, shown "false";
+    /// Room patterns anonymous connections may subscribe to and ask presence of, e.g. `public.*`.
+    anonymous_rooms: List = List::default(), env "ROOMCAST_ANONYMOUS_ROOMS", parse parse_list, shown "";
+    /// Origins allowed to connect, e.g. `https://app.example.com` (empty: any; requests without `Origin` are not browsers and pass).
+    allowed_origins: List = List::default(), env "ROOMCAST_ALLOWED_ORIGINS", parse parse_list, shown "";
+    /// Publishes per second one connection may make (0: no limit); over it, error 109.
+    publish_rate: u32 = 10_000, env "ROOMCAST_PUBLISH_RATE", parse parse_rate, shown "10000";
+    /// Publishes one connection may make at once above `publish_rate`.
+    publish_burst: u32 = 10_000, env "ROOMCAST_PUBLISH_BURST", parse parse_rate, shown "10000";
+    /// Publish payload bytes per second one connection may send (0: no limit); over it, error 109.
+    publish_bytes_rate: u32 = 16 * 1024 * 1024, env "ROOMCAST_PUBLISH_BYTES_RATE", parse parse_rate, shown "16777216";
+    /// Payload bytes one connection may publish at once above `publish_bytes_rate` (at least `max_message_size`).
+    publish_bytes_burst: u32 = 16 * 1024 * 1024, env "ROOMCAST_PUBLISH_BYTES_BURST", parse parse_rate, shown "16777216";
+    /// Rate-limited publishes in a row after which the connection is closed with 1008.
+    rate_limit_close_after: usize = 100, env "ROOMCAST_RATE_LIMIT_CLOSE_AFTER", parse parse_count, shown "100";
+    /// Concurrent WebSocket connections from one IP address (0: no limit); past it, 429.
+    max_connections_per_ip: usize = 0, env "ROOMCAST_MAX_CONNECTIONS_PER_IP", parse parse_count, shown "0";
+    /// Handshakes per second from one IP address (0: no limit); past it, 429.
+    handshake_rate_per_ip: u32 = 0, env "ROOMCAST_HANDSHAKE_RATE_PER_IP", parse parse_rate, shown "0";
+    /// IP addresses whose limiter state is kept at most; the least recent are forgotten first.
+    max_tracked_ips: usize = 100_000, env "ROOMCAST_MAX_TRACKED_IPS", parse parse_count, shown "100000";
+    /// Handshakes in progress per node; a connection over it is answered 503 and closed before its request is read.
+    max_handshakes_in_progress: usize = 1024, env "ROOMCAST_MAX_HANDSHAKES_IN_PROGRESS", parse parse_count, shown "1024";
+    /// PEM certificate chain: serve `wss://` (with `tls_key`).
+    tls_cert: String = String::new(), env "ROOMCAST_TLS_CERT", parse parse_text, shown "";
+    /// PEM private key for `tls_cert`.
+    tls_key: String = String::new(), env "ROOMCAST_TLS_KEY", parse parse_text, shown "";
+    /// Path of an echo endpoint for protocol conformance tests (Autobahn), through the same reader, writer and limits as `path` (empty: off).
+    echo_path: String = String::new(), env "ROOMCAST_ECHO_PATH", parse parse_text, shown "";
 }
 
 /// One row of the settings table.
@@ -320,6 +404,42 @@ impl Config {
         }
         if self.outbound_max_messages == 0 {
             return invalid("outbound_max_messages", "must be at least 1");
+        }
+        if self.jwt_secret.is_empty() != self.jwt_public_key.is_empty() {
+            let needs_secret = self.jwt_algorithm == JwtAlgorithm::Hs256;
+            if needs_secret && self.jwt_secret.is_empty() {
+                return invalid(
+                    "jwt_secret",
+                    "HS256 needs jwt_secret (jwt_public_key is for RS256 and ES256)",
+                );
+            }
+            if !needs_secret && self.jwt_public_key.is_empty() {
+                return invalid(
+                    "jwt_public_key",
+                    "RS256 and ES256 need jwt_public_key (jwt_secret is for HS256)",
+                );
+            }
+        } else if !self.jwt_secret.is_empty() {
+            return invalid("jwt_secret", "set jwt_secret or jwt_public_key, not both");
+        }
+        if self.publish_bytes_rate != 0
+            && (self.publish_bytes_burst as usize) < self.max_message_size
+        {
+            return invalid(
+                "publish_bytes_burst",
+                "must be at least max_message_size, or no message could ever be published",
+            );
+        }
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return invalid("tls_key", "tls_cert and tls_key go together");
+        }
+        if !self.echo_path.is_empty()
+            && (parse_path(&self.echo_path).is_err() || self.echo_path == self.path)
+        {
+            return invalid(
+                "echo_path",
+                "must start with '/', contain no spaces and differ from path",
+            );
         }
         if self.history_max_page == 0 {
             return invalid("history_max_page", "must be at least 1");

@@ -40,6 +40,7 @@
 //!
 //! docs/ARCHITECTURE.md tells the same story with the invariants.
 
+pub mod admission;
 pub mod auth;
 pub mod client;
 pub mod config;
