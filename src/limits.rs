@@ -58,10 +58,14 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The node is shutting down: reconnect (elsewhere).
     pub const SERVICE_RESTART: u16 = 1012;
+    /// Sustained abuse: `rate_limit_close_after` rate-limited publishes in a row.
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// The subscriber could not keep up (`slow_consumer = "close"`).
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// No pong within `pong_timeout` of a ping.
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// The connection's token expired and no `refresh` came in time.
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// Per-connection bounds, copied from the config.

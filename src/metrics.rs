@@ -61,6 +61,22 @@ counters! {
     slow_consumer_dropped,
     /// Connections closed for a missing pong.
     heartbeat_timeouts,
+    /// Handshakes answered 401: missing, invalid or expired token.
+    auth_failures,
+    /// Handshakes answered 403: origin not allowed.
+    origin_rejections,
+    /// Handshakes answered 429: per-IP connection cap or handshake rate.
+    ip_limit_rejections,
+    /// Connections answered 503 before their request was read: too many handshakes in progress.
+    handshakes_over_capacity,
+    /// Operations refused with error 107.
+    permission_denials,
+    /// Publishes refused with error 109.
+    rate_limited_publishes,
+    /// Connections closed with 1008 for sustained rate-limit abuse.
+    rate_limit_closes,
+    /// Connections closed with 4001: token expired.
+    token_expirations,
 }
 
 /// Adds `n` to a counter.

@@ -79,6 +79,8 @@ struct RawRule {
     history_ttl: Option<String>,
     presence: Option<bool>,
     join_leave: Option<bool>,
+    subscribe_roles: Option<Vec<String>>,
+    publish_roles: Option<Vec<String>>,
 }
 
 /// One rule: a pattern and the options it sets.
@@ -89,6 +91,10 @@ pub struct RoomRule {
     pub history_ttl: Option<Duration>,
     pub presence: Option<bool>,
     pub join_leave: Option<bool>,
+    /// Subscribing (and reading history) needs one of these `role` claims.
+    pub subscribe_roles: Option<Vec<String>>,
+    /// Publishing needs one of these `role` claims.
+    pub publish_roles: Option<Vec<String>>,
 }
 
 /// The configured rules, in order.
@@ -138,9 +144,30 @@ impl RoomRules {
                 history_ttl,
                 presence: raw.presence,
                 join_leave: raw.join_leave,
+                subscribe_roles: raw.subscribe_roles,
+                publish_roles: raw.publish_roles,
             });
         }
         Ok(RoomRules(rules))
+    }
+
+    /// The roles the first matching rule requires to subscribe to
+    /// (`publish`: false) or publish to (`publish`: true) `room`, if any.
+    pub fn required_roles(&self, room: &str, publish: bool) -> Option<&[String]> {
+        let rule = self.0.iter().find(|r| r.pattern.matches(room))?;
+        let roles = if publish {
+            &rule.publish_roles
+        } else {
+            &rule.subscribe_roles
+        };
+        roles.as_deref()
+    }
+
+    /// Whether any rule requires roles (if none does, no check is needed).
+    pub fn has_role_rules(&self) -> bool {
+        self.0
+            .iter()
+            .any(|r| r.subscribe_roles.is_some() || r.publish_roles.is_some())
     }
 
     /// The options of `room`: the first matching rule over `defaults`.

@@ -16,6 +16,7 @@ const FIN: u8 = 0x80;
 /// WebSocket opcodes the server writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opcode {
+    Text = 0x1,
     Binary = 0x2,
     Close = 0x8,
     Ping = 0x9,
@@ -62,6 +63,11 @@ pub fn message(codec: Codec, room: &RoomName, offset: Offset, data: &[u8]) -> By
         40 + room.as_bytes().len() + data.len(),
         |out| codec.encode_message(room, offset, data, out),
     )
+}
+
+/// A data frame carrying `payload` as it is (the echo endpoint).
+pub fn data(opcode: Opcode, payload: &[u8]) -> Bytes {
+    build(opcode, payload.len(), |out| out.extend_from_slice(payload))
 }
 
 /// The frame carrying one reply.

@@ -263,6 +263,9 @@ pub enum ClientOp {
     PresenceStats {
         room: RoomName,
     },
+    Refresh {
+        token: String,
+    },
 }
 
 impl ClientOp {
@@ -360,12 +363,19 @@ pub enum ErrorCode {
     /// The node is shutting down and takes no new subscriptions.
     ShuttingDown,
     /// History, presence or join and leave events asked of a room whose
-    /// configuration does not keep them.
+    /// configuration does not keep them (or a refresh where there is no
+    /// authentication).
     NotEnabled,
+    /// The connection's token does not allow this operation on this room.
+    PermissionDenied,
+    /// A refresh token that is invalid, expired, or for another user.
+    InvalidToken,
+    /// Over the connection's publish rate.
+    RateLimited,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 7] = [
+    const ALL: [ErrorCode; 10] = [
         ErrorCode::UnknownOperation,
         ErrorCode::InvalidField,
         ErrorCode::InvalidRoom,
@@ -373,6 +383,9 @@ impl ErrorCode {
         ErrorCode::NotSubscribed,
         ErrorCode::ShuttingDown,
         ErrorCode::NotEnabled,
+        ErrorCode::PermissionDenied,
+        ErrorCode::InvalidToken,
+        ErrorCode::RateLimited,
     ];
 
     /// The number on the wire.
@@ -385,6 +398,9 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => 104,
             ErrorCode::ShuttingDown => 105,
             ErrorCode::NotEnabled => 106,
+            ErrorCode::PermissionDenied => 107,
+            ErrorCode::InvalidToken => 108,
+            ErrorCode::RateLimited => 109,
         }
     }
 
@@ -568,6 +584,7 @@ enum RawOp {
     History(Bytes, HistoryQuery),
     Presence(Bytes),
     PresenceStats(Bytes),
+    Refresh(String),
 }
 
 /// Builds a request from what either decoder found: exactly one operation
@@ -621,6 +638,7 @@ fn assemble(id: RequestId, ops: Vec<RawOp>) -> Result<ClientRequest, RequestErro
         },
         RawOp::Presence(name) => ClientOp::Presence { room: room(name)? },
         RawOp::PresenceStats(name) => ClientOp::PresenceStats { room: room(name)? },
+        RawOp::Refresh(token) => ClientOp::Refresh { token },
     };
     Ok(ClientRequest { id, op })
 }

@@ -44,6 +44,14 @@ struct WireRequest<'a> {
     presence: Option<WireRoom<'a>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     presence_stats: Option<WireRoom<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    refresh: Option<WireRefresh<'a>>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct WireRefresh<'a> {
+    #[serde(borrow, default)]
+    token: &'a str,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -141,6 +149,9 @@ pub fn decode_request(payload: &Bytes) -> Result<ClientRequest, RequestError> {
     if let Some(p) = wire.presence_stats {
         ops.push(RawOp::PresenceStats(slice(p.room)));
     }
+    if let Some(r) = wire.refresh {
+        ops.push(RawOp::Refresh(r.token.to_owned()));
+    }
     assemble(RequestId(wire.id), ops)
 }
 
@@ -190,6 +201,7 @@ pub fn encode_request(request: &ClientRequest) -> Vec<u8> {
         }
         ClientOp::Presence { room: r } => wire.presence = Some(wire_room(r)),
         ClientOp::PresenceStats { room: r } => wire.presence_stats = Some(wire_room(r)),
+        ClientOp::Refresh { token } => wire.refresh = Some(WireRefresh { token }),
     }
     to_vec(&wire)
 }

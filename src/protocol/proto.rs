@@ -58,6 +58,7 @@ pub fn decode_request(payload: &Bytes) -> Result<ClientRequest, RequestError> {
         )),
         Some(Op::Presence(p)) => Some(RawOp::Presence(Bytes::from(p.room))),
         Some(Op::PresenceStats(p)) => Some(RawOp::PresenceStats(Bytes::from(p.room))),
+        Some(Op::Refresh(r)) => Some(RawOp::Refresh(r.token)),
         None => None,
     };
     assemble(id, op.into_iter().collect())
@@ -103,6 +104,9 @@ pub fn encode_request(request: &ClientRequest) -> Vec<u8> {
         ClientOp::PresenceStats { room } => {
             Op::PresenceStats(pb::PresenceStats { room: name(room) })
         }
+        ClientOp::Refresh { token } => Op::Refresh(pb::Refresh {
+            token: token.clone(),
+        }),
     };
     pb::ClientMessage {
         id: request.id.0,

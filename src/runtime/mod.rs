@@ -12,10 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::admission::Admission;
+use crate::auth::{Identity, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::metrics::{Stats, StatsSnapshot};
 use crate::router::postbox::{self, Mailbox};
+use crate::rules::Glob;
 use crate::transport::listener;
 
 /// State every core can see.
@@ -28,6 +31,15 @@ pub struct Node {
     pub stats: Arc<Stats>,
     /// WebSocket connections open on this node (bounded by `max_connections`).
     pub connections: AtomicUsize,
+    /// Checks before the upgrade (handshake cap, per-IP limits, origins).
+    pub admission: Arc<Admission>,
+    /// Set when the node serves `wss://`.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `None`: authentication is off.
+    pub verifier: Option<Verifier>,
+    anonymous_rooms: Vec<Glob>,
+    /// Whether any room rule requires roles.
+    pub role_rules: bool,
     shutting_down: AtomicBool,
     mailboxes: Arc<[Mailbox]>,
 }
@@ -36,6 +48,18 @@ impl Node {
     /// Whether a graceful shutdown has begun.
     pub fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The identity of a connection that brought no token, if it may
+    /// connect at all.
+    pub fn anonymous(&self) -> Option<Identity> {
+        match self.verifier {
+            None => Some(Identity::unrestricted()),
+            Some(_) if self.config.allow_anonymous => {
+                Some(Identity::anonymous(&self.anonymous_rooms))
+            }
+            Some(_) => None,
+        }
     }
 
     /// Takes a connection slot, if one is free.
@@ -70,6 +94,10 @@ pub enum StartError {
     },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Key(#[from] crate::auth::KeyError),
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 /// A running node.
@@ -95,12 +123,31 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        let verifier = Verifier::from_config(&VerifierConfig {
+            algorithm: config.jwt_algorithm,
+            secret: config.jwt_secret.clone(),
+            public_key: config.jwt_public_key.clone(),
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            leeway: config.jwt_leeway,
+        })?;
+        let tls = crate::transport::tls::acceptor(&config)?;
         let (mailboxes, inboxes) = postbox::mailboxes(workers, config.core_queue_capacity);
         let node = Arc::new(Node {
             id: format!("{:08x}", crate::protocol::random_u64() as u32),
             limits: Limits::from_config(&config),
             stats: Arc::new(Stats::new(workers)),
             connections: AtomicUsize::new(0),
+            admission: Arc::new(Admission::new(&config)),
+            verifier,
+            anonymous_rooms: config
+                .anonymous_rooms
+                .0
+                .iter()
+                .map(|p| Glob::new(p))
+                .collect(),
+            role_rules: config.rooms.has_role_rules(),
+            tls,
             shutting_down: AtomicBool::new(false),
             mailboxes: mailboxes.clone(),
             config,

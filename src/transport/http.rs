@@ -3,15 +3,20 @@
 //!
 //! | request                                   | answer |
 //! |-------------------------------------------|--------|
+//! | more than `max_handshakes_in_progress`    | 503, before the request is read |
+//! | over `handshake_rate_per_ip`              | 429, before the request is read |
 //! | `GET /stats`                              | 200, the node's counters as JSON |
-//! | any other path than `path`                | 404 |
+//! | any other path than `path` (or `echo_path`)| 404 |
 //! | `path` without a WebSocket upgrade        | 426, a short text |
 //! | upgrade while shutting down               | 503 |
 //! | only unknown subprotocols offered         | 400, lists the supported ones |
+//! | `Origin` not in `allowed_origins`         | 403 |
+//! | missing, invalid or expired token         | 401, says which (never echoes the token) |
+//! | over `max_connections_per_ip`             | 429 |
 //! | `max_connections` reached                 | 503 |
 //! | bad `Sec-WebSocket-Key`/`-Version`        | 400 |
 //! | head over `max_header_bytes`/`max_headers`| 431 (hyper) |
-//! | head not complete in `handshake_timeout`  | connection dropped |
+//! | TLS and head not complete in `handshake_timeout` | connection dropped |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,16 +25,21 @@ use std::rc::Rc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::ORIGIN;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use crate::admission::Refusal;
+use crate::auth::token_from_request;
 use crate::metrics;
 use crate::protocol::Codec;
 use crate::runtime::core::Core;
 
-use super::session;
+use super::session::{self, Admitted, Mode};
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -91,7 +101,12 @@ async fn handle(
 ) -> Result<HttpResponse, Infallible> {
     let node = &core.node;
     let path = req.uri().path();
-    if path != node.config.path {
+    let config = &node.config;
+    let mode = if path == config.path {
+        Mode::Broker
+    } else if !config.echo_path.is_empty() && path == config.echo_path {
+        Mode::Echo
+    } else {
         if path == "/stats" && req.method() == Method::GET {
             let json = serde_json::to_vec(&node.stats.snapshot()).unwrap_or_default();
             let mut response = Response::new(Full::new(Bytes::from(json)));
@@ -101,7 +116,7 @@ async fn handle(
             return Ok(response);
         }
         return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
-    }
+    };
     let reject = |status, body: String| {
         metrics::add(&core.counters().handshakes_rejected, 1);
         Ok(text(status, body))
@@ -122,6 +137,38 @@ async fn handle(
     let negotiated = match negotiate(req.headers()) {
         Ok(n) => n,
         Err(UnsupportedSubprotocol) => return reject(StatusCode::BAD_REQUEST, supported_list()),
+    };
+    let origin = req
+        .headers()
+        .get(ORIGIN)
+        .map(|o| o.to_str().unwrap_or("\u{fffd}"));
+    if !node.admission.origin_allowed(origin) {
+        metrics::add(&core.counters().origin_rejections, 1);
+        return reject(StatusCode::FORBIDDEN, "origin not allowed\n".into());
+    }
+    let identity = match (&node.verifier, token_from_request(&req)) {
+        (Some(verifier), Some(token)) => verifier.verify(&token),
+        (_, _) => node.anonymous().ok_or(crate::auth::TokenError::Missing),
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(error) => {
+            metrics::add(&core.counters().auth_failures, 1);
+            let mut response = text(StatusCode::UNAUTHORIZED, format!("{error}\n"));
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            metrics::add(&core.counters().handshakes_rejected, 1);
+            return Ok(response);
+        }
+    };
+    let ip_slot = match node.admission.admit_ip(peer.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            metrics::add(&core.counters().ip_limit_rejections, 1);
+            return reject(StatusCode::TOO_MANY_REQUESTS, format!("{refusal}\n"));
+        }
     };
     let Some(slot) = node.try_admit() else {
         return reject(
@@ -151,29 +198,82 @@ async fn handle(
     };
     tokio::task::spawn_local(async move {
         match upgrade.await {
-            Ok(ws) => session::run(ws, codec, core, peer, slot).await,
+            Ok(ws) => {
+                let admitted = Admitted {
+                    slot,
+                    ip_slot,
+                    identity,
+                };
+                session::run(ws, codec, core, peer, admitted, mode).await
+            }
             Err(error) => tracing::debug!(%peer, %error, "upgrade did not complete"),
         }
     });
     Ok(response)
 }
 
-/// Serves one accepted TCP connection until it upgrades or ends.
+/// Answers a connection turned away before its request is read, in plain
+/// HTTP (never over TLS: the refusal must stay cheaper than a handshake).
+async fn refuse_early(mut stream: TcpStream, refusal: Refusal, core: &Core) {
+    let (status, counter) = match refusal {
+        Refusal::Busy => (
+            "503 Service Unavailable",
+            &core.counters().handshakes_over_capacity,
+        ),
+        _ => (
+            "429 Too Many Requests",
+            &core.counters().ip_limit_rejections,
+        ),
+    };
+    metrics::add(counter, 1);
+    metrics::add(&core.counters().handshakes_rejected, 1);
+    let body = format!("{refusal}\n");
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
+}
+
+/// Serves one accepted TCP connection until it upgrades or ends: the
+/// admission checks, TLS when configured, then HTTP, all within
+/// `handshake_timeout`.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
+    let node = core.node.clone();
+    let _handshake = match node.admission.begin_handshake(peer.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => return refuse_early(stream, refusal, &core).await,
+    };
+    let deadline = Instant::now() + node.config.handshake_timeout;
+    match &node.tls {
+        None => serve_http(TokioIo::new(stream), peer, core, deadline).await,
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => serve_http(TokioIo::new(tls), peer, core, deadline).await,
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+    }
+}
+
+async fn serve_http<I>(io: I, peer: SocketAddr, core: Rc<Core>, deadline: Instant)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let config = &core.node.config;
-    let timeout = config.handshake_timeout;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(timeout)
+        .header_read_timeout(config.handshake_timeout)
         .max_buf_size(config.max_header_bytes)
         .max_headers(config.max_headers);
     let service_core = core.clone();
     let service = hyper::service::service_fn(move |req| handle(req, service_core.clone(), peer));
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    match tokio::time::timeout(timeout, connection).await {
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    match tokio::time::timeout_at(deadline, connection).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::debug!(%peer, %error, "http connection error"),
         Err(_) => tracing::debug!(%peer, "handshake timed out"),

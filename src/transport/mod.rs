@@ -5,3 +5,4 @@ pub mod http;
 pub mod listener;
 pub mod outbound;
 pub mod session;
+pub mod tls;

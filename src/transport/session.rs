@@ -16,14 +16,20 @@ use bytes::{Bytes, BytesMut};
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use std::num::NonZeroU32;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
+use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
+use crate::admission::IpSlot;
+use crate::auth::{Action, Identity, TokenError};
 use crate::limits::{close_code, Limits};
 use crate::metrics;
+use crate::protocol::frame::Opcode;
 use crate::protocol::{
     frame, Ack, ClientInfo, ClientOp, Codec, ErrorCode, IdempotencyKey, Offset, PresenceChange,
     Reply, RequestError, RequestId, RoomName, StreamPosition,
@@ -51,28 +57,95 @@ enum ReadEnd {
     Gone,
 }
 
+/// What the handshake established: the held slots and who is connecting.
+pub struct Admitted {
+    pub slot: ConnectionSlot,
+    pub ip_slot: Option<IpSlot>,
+    pub identity: Identity,
+}
+
+/// What a connection's messages mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The broker protocol (`path`).
+    Broker,
+    /// Every message is sent back as it came, text or binary (`echo_path`,
+    /// for conformance suites): the same reader, writer, limits and close
+    /// handling, with no envelope.
+    Echo,
+}
+
 /// Runs one upgraded connection to its end.
 pub async fn run(
     ws: WebSocket<TokioIo<Upgraded>>,
     codec: Codec,
     core: Rc<Core>,
     peer: SocketAddr,
-    slot: ConnectionSlot,
+    admitted: Admitted,
+    mode: Mode,
 ) {
+    // Bytes the client sent right behind its handshake were read by hyper
+    // already. Copied (it is usually empty): the slice would keep hyper's
+    // whole handshake buffer alive for the life of the connection.
     let upgraded = ws.into_inner().into_inner();
-    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => parts,
-        Err(_) => {
-            tracing::error!("upgraded connection is not a TCP stream");
-            return;
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let early = Bytes::copy_from_slice(&parts.read_buf);
+            let (read_half, write_half) = parts.io.into_inner().into_split();
+            let link = Link {
+                codec,
+                core,
+                peer,
+                admitted,
+                mode,
+            };
+            return connection(read_half, write_half, early, link).await;
         }
+        Err(upgraded) => upgraded,
     };
-    let (read_half, write_half) = parts.io.into_inner().into_split();
-    // Bytes the client sent right behind its handshake were read by hyper already.
-    // Copied (it is usually empty): the slice would keep hyper's whole
-    // handshake buffer alive for the life of the connection.
-    let early = Bytes::copy_from_slice(&parts.read_buf);
-    drop(parts.read_buf);
+    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        Ok(parts) => {
+            let early = Bytes::copy_from_slice(&parts.read_buf);
+            let (read_half, write_half) = tokio::io::split(parts.io.into_inner());
+            let link = Link {
+                codec,
+                core,
+                peer,
+                admitted,
+                mode,
+            };
+            connection(read_half, write_half, early, link).await;
+        }
+        Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
+    }
+}
+
+/// An upgraded connection's parameters, whatever its transport.
+struct Link {
+    codec: Codec,
+    core: Rc<Core>,
+    peer: SocketAddr,
+    admitted: Admitted,
+    mode: Mode,
+}
+
+async fn connection<R, W>(read_half: R, write_half: W, early: Bytes, link: Link)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Link {
+        codec,
+        core,
+        peer,
+        admitted,
+        mode,
+    } = link;
+    let Admitted {
+        slot,
+        ip_slot,
+        identity,
+    } = admitted;
     let reader = AsyncReadExt::chain(Cursor::new(early), read_half);
     let (mut ws_read, _) =
         fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
@@ -95,6 +168,7 @@ pub async fn run(
     metrics::add(&counters.connections_open, 1);
     metrics::add(&counters.connections_accepted, 1);
     let span = tracing::debug_span!("conn", conn_id = conn.0, core = core.id.0, %peer, %codec);
+    let expiry = Rc::new(Cell::new(deadline_of(&identity)));
     let mut session = Session {
         conn,
         codec,
@@ -103,6 +177,10 @@ pub async fn run(
         rooms: HashMap::new(),
         last_seen: Rc::new(Cell::new(Instant::now())),
         assembling: None,
+        mode,
+        limiter: PublishLimiter::new(&core.node.config),
+        expiry: expiry.clone(),
+        identity,
     };
     async {
         tracing::debug!("connected");
@@ -110,6 +188,7 @@ pub async fn run(
             write_half,
             outbound.clone(),
             session.last_seen.clone(),
+            expiry,
             core.clone(),
         );
         let mut writer = pin!(writer);
@@ -156,12 +235,61 @@ pub async fn run(
     core.deregister(conn);
     metrics::sub(&counters.connections_open, 1);
     drop(slot);
+    drop(ip_slot);
+}
+
+/// When the connection must end for its token, on the runtime's clock.
+fn deadline_of(identity: &Identity) -> Option<Instant> {
+    identity.expires_in().map(|left| Instant::now() + left)
+}
+
+/// The per-connection publish limits: messages and payload bytes per
+/// second, each with a burst (`None`: no limit).
+struct PublishLimiter {
+    messages: Option<DefaultDirectRateLimiter>,
+    bytes: Option<DefaultDirectRateLimiter>,
+    /// Rate-limited publishes in a row.
+    strikes: usize,
+}
+
+impl PublishLimiter {
+    fn new(config: &crate::Config) -> PublishLimiter {
+        let limiter = |rate: u32, burst: u32| {
+            let rate = NonZeroU32::new(rate)?;
+            let burst = NonZeroU32::new(burst).unwrap_or(rate);
+            Some(RateLimiter::direct(
+                Quota::per_second(rate).allow_burst(burst),
+            ))
+        };
+        PublishLimiter {
+            messages: limiter(config.publish_rate, config.publish_burst),
+            bytes: limiter(config.publish_bytes_rate, config.publish_bytes_burst),
+            strikes: 0,
+        }
+    }
+
+    /// Whether a publish of `len` payload bytes may go now.
+    fn allow(&mut self, len: usize) -> bool {
+        let message_ok = self.messages.as_ref().is_none_or(|l| l.check().is_ok());
+        let bytes_ok = match (
+            &self.bytes,
+            NonZeroU32::new(len.min(u32::MAX as usize) as u32),
+        ) {
+            (Some(limiter), Some(n)) => matches!(limiter.check_n(n), Ok(Ok(()))),
+            _ => true,
+        };
+        let ok = message_ok && bytes_ok;
+        self.strikes = if ok { 0 } else { self.strikes + 1 };
+        ok
+    }
 }
 
 /// A fragmented message being reassembled.
 struct Assembling {
     buffer: BytesMut,
     fragments: usize,
+    /// A text message (echo mode only).
+    text: bool,
 }
 
 struct Session {
@@ -175,6 +303,12 @@ struct Session {
     /// When the peer last sent anything: the heartbeat's proof of life.
     last_seen: Rc<Cell<Instant>>,
     assembling: Option<Assembling>,
+    mode: Mode,
+    identity: Identity,
+    limiter: PublishLimiter,
+    /// When the token expires; the writer closes with 4001 then, and a
+    /// `refresh` moves it.
+    expiry: Rc<Cell<Option<Instant>>>,
 }
 
 fn payload_bytes(payload: Payload<'_>) -> Bytes {
@@ -225,20 +359,28 @@ impl Session {
     async fn on_frame(&mut self, frame: Frame<'_>) -> Result<(), ReadEnd> {
         let limits = &self.core.node.limits;
         match frame.opcode {
-            OpCode::Binary => {
+            OpCode::Binary | OpCode::Text => {
                 if self.assembling.is_some() {
                     return Err(violation(
                         close_code::PROTOCOL_ERROR,
                         "new message inside a fragmented one",
                     ));
                 }
+                let text = frame.opcode == OpCode::Text;
+                if text && self.mode == Mode::Broker {
+                    return Err(violation(
+                        close_code::UNSUPPORTED_DATA,
+                        "text frames are not supported",
+                    ));
+                }
                 let payload = payload_bytes(frame.payload);
                 if frame.fin {
-                    return self.on_message(payload).await;
+                    return self.on_message(payload, text).await;
                 }
                 self.assembling = Some(Assembling {
                     buffer: BytesMut::from(&payload[..]),
                     fragments: 1,
+                    text,
                 });
                 Ok(())
             }
@@ -258,19 +400,15 @@ impl Session {
                 }
                 assembling.buffer.extend_from_slice(&frame.payload);
                 if frame.fin {
-                    let message = self
+                    let (message, text) = self
                         .assembling
                         .take()
-                        .map(|a| a.buffer.freeze())
+                        .map(|a| (a.buffer.freeze(), a.text))
                         .unwrap_or_default();
-                    return self.on_message(message).await;
+                    return self.on_message(message, text).await;
                 }
                 Ok(())
             }
-            OpCode::Text => Err(violation(
-                close_code::UNSUPPORTED_DATA,
-                "text frames are not supported",
-            )),
             OpCode::Ping => {
                 if frame.payload.len() > 125 {
                     return Err(violation(
@@ -294,11 +432,21 @@ impl Session {
         }
     }
 
-    /// One complete binary message: one envelope.
-    async fn on_message(&mut self, payload: Bytes) -> Result<(), ReadEnd> {
+    /// One complete message: one envelope (or, in echo mode, the message
+    /// to send back).
+    async fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), ReadEnd> {
         metrics::add(&self.core.counters().messages_received, 1);
         if self.outbound.closing().is_some() {
             // We are closing: no new work.
+            return Ok(());
+        }
+        if self.mode == Mode::Echo {
+            if text && std::str::from_utf8(&payload).is_err() {
+                return Err(violation(close_code::INVALID_PAYLOAD, "invalid UTF-8"));
+            }
+            let opcode = if text { Opcode::Text } else { Opcode::Binary };
+            self.outbound
+                .push(frame::data(opcode, &payload), Instant::now().into_std());
             return Ok(());
         }
         let request = match self.codec.decode_request(&payload) {
@@ -332,8 +480,69 @@ impl Session {
             }
             ClientOp::Presence { room } => self.ask_home(id, room, Query::Presence).await,
             ClientOp::PresenceStats { room } => self.ask_home(id, room, Query::PresenceStats).await,
+            ClientOp::Refresh { token } => self.refresh(id, &token),
+        }
+        if self.limiter.strikes >= self.core.node.config.rate_limit_close_after {
+            metrics::add(&self.core.counters().rate_limit_closes, 1);
+            return Err(violation(
+                close_code::POLICY_VIOLATION,
+                "publish rate limit exceeded",
+            ));
         }
         Ok(())
+    }
+
+    /// Whether this connection may do `action` in `room`: its token grants
+    /// it, and the room's rule (if any) finds one of the roles it requires.
+    /// A refusal is answered with error 107 here.
+    fn permitted(&self, id: RequestId, action: Action, room: &RoomName) -> bool {
+        let name = room.as_str();
+        let mut allowed = self.identity.grants.allows(action, name);
+        if allowed && self.core.node.role_rules && action != Action::Presence {
+            let rules = &self.core.node.config.rooms;
+            if let Some(roles) = rules.required_roles(name, action == Action::Publish) {
+                allowed = roles.iter().any(|r| self.identity.has_role(r));
+            }
+        }
+        if !allowed {
+            metrics::add(&self.core.counters().permission_denials, 1);
+            self.reply(Reply::error(
+                id,
+                ErrorCode::PermissionDenied,
+                format!("not allowed to {} in {room}", action.name()),
+            ));
+        }
+        allowed
+    }
+
+    /// A new token for the same user moves the connection's expiry.
+    fn refresh(&mut self, id: RequestId, token: &str) {
+        let Some(verifier) = &self.core.node.verifier else {
+            return self.reply(Reply::error(
+                id,
+                ErrorCode::NotEnabled,
+                "authentication is off: nothing to refresh",
+            ));
+        };
+        let fresh = verifier.verify(token).and_then(|fresh| {
+            if fresh.user == self.identity.user {
+                Ok(fresh)
+            } else {
+                Err(TokenError::OtherUser)
+            }
+        });
+        match fresh {
+            Ok(fresh) => {
+                self.expiry.set(deadline_of(&fresh));
+                self.identity = fresh;
+                self.reply(Reply::ack(id, Offset(0)));
+            }
+            Err(error) => self.reply(Reply::error(
+                id,
+                ErrorCode::InvalidToken,
+                format!("refresh refused: {error}"),
+            )),
+        }
     }
 
     fn reply(&self, reply: Reply) {
@@ -378,6 +587,9 @@ impl Session {
                 ..Ack::default()
             };
             return self.reply(Reply::with(id, ack));
+        }
+        if !self.permitted(id, Action::Subscribe, &room) {
+            return;
         }
         let max = core.node.limits.max_rooms_per_connection;
         if self.rooms.len() >= max {
@@ -467,7 +679,7 @@ impl Session {
     fn presence_msg(&self, room: &RoomName, change: PresenceChange) -> CoreMsg {
         let info = ClientInfo {
             client: self.core.client_id(self.conn),
-            user: String::new(),
+            user: self.identity.user.clone(),
             joined_at_ms: unix_millis(),
         };
         CoreMsg::Presence {
@@ -537,6 +749,17 @@ impl Session {
         data: Bytes,
         idempotency_key: Option<IdempotencyKey>,
     ) {
+        if !self.permitted(id, Action::Publish, &room) {
+            return;
+        }
+        if !self.limiter.allow(data.len()) {
+            metrics::add(&self.core.counters().rate_limited_publishes, 1);
+            return self.reply(Reply::error(
+                id,
+                ErrorCode::RateLimited,
+                "publish rate limit exceeded; slow down",
+            ));
+        }
         let core = &self.core;
         let home = home_core(&room, core.node.config.workers);
         let reply_to = id.wants_reply().then(|| self.reply_to(id));
@@ -554,6 +777,13 @@ impl Session {
     async fn ask_home(&self, id: RequestId, room: RoomName, query: Query) {
         if !id.wants_reply() {
             // Nobody would read the answer.
+            return;
+        }
+        let action = match query {
+            Query::History(_) => Action::Subscribe,
+            Query::Presence | Query::PresenceStats => Action::Presence,
+        };
+        if !self.permitted(id, action, &room) {
             return;
         }
         let core = &self.core;
@@ -595,10 +825,11 @@ fn close_frame(payload: &[u8]) -> ReadEnd {
 
 /// Drains the outbound queue into the socket and keeps the heartbeat, until
 /// a close has been written or the socket fails.
-async fn write_loop(
-    mut socket: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut socket: W,
     outbound: Rc<Outbound>,
     last_seen: Rc<Cell<Instant>>,
+    expiry: Rc<Cell<Option<Instant>>>,
     core: Rc<Core>,
 ) {
     let limits: &Limits = &core.node.limits;
@@ -612,10 +843,12 @@ async fn write_loop(
     loop {
         // One ping outstanding at a time: the next is sent once it is answered
         // (or the connection is closed for not answering).
-        let wake_at = match ping_sent {
+        let beat_at = match ping_sent {
             Some(sent) => sent + limits.pong_timeout,
             None => next_ping,
         };
+        // The same timer also ends the connection when its token expires.
+        let wake_at = expiry.get().map_or(beat_at, |at| at.min(beat_at));
         if heartbeat.deadline() != wake_at {
             heartbeat.as_mut().reset(wake_at);
         }
@@ -624,6 +857,19 @@ async fn write_loop(
             () = poll_fn(|cx| outbound.poll_work(cx)) => {}
             () = &mut heartbeat => {
                 let now = Instant::now();
+                if expiry.get().is_some_and(|at| at <= now) {
+                    metrics::add(&core.counters().token_expirations, 1);
+                    expiry.set(None);
+                    outbound.close(Closing {
+                        code: close_code::TOKEN_EXPIRED,
+                        reason: "token expired",
+                        flush: false,
+                    });
+                    continue;
+                }
+                if now < beat_at {
+                    continue;
+                }
                 match ping_sent.take() {
                     Some(sent) if last_seen.get() < sent => {
                         metrics::add(&core.counters().heartbeat_timeouts, 1);
