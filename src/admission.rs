@@ -150,7 +150,7 @@ impl Admission {
             Some(_) if self.origins.is_empty() => true,
             Some(origin) => {
                 let origin = normalize(origin);
-                self.origins.iter().any(|o| *o == origin)
+                self.origins.contains(&origin)
             }
         }
     }
