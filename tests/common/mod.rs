@@ -451,3 +451,24 @@ impl Peer {
         drop(self);
     }
 }
+
+impl Peer {
+    /// Connects with extra handshake header lines (a token, an origin).
+    pub async fn with_headers(addr: SocketAddr, codec: Codec, extra: &str) -> Peer {
+        let mut peer = Peer::connect_raw(
+            RawWs::connect(addr, &format!("{}{extra}", offer(codec))).await,
+            codec,
+        );
+        peer.next_id = 1;
+        peer
+    }
+
+    fn connect_raw(ws: RawWs, codec: Codec) -> Peer {
+        Peer {
+            ws,
+            codec,
+            next_id: 1,
+            early: Default::default(),
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! Security as an operator configures it and an attacker meets it: tokens
+//! checked before the upgrade, room permissions and role rules, expiry and
+//! refresh, origins, per-IP and handshake limits, publish rate limits, and
+//! `wss://` with a real TLS client. Real sockets throughout.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use common::{config, handshake, http_request, offer, Broker, Peer, RawWs};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use roomcast::config::List;
+use roomcast::protocol::{ClientOp, Codec, ErrorCode, Outcome, RoomName, ServerEvent};
+use roomcast::rules::RoomRules;
+use roomcast::Config;
+use serde_json::{json, Value};
+
+const SECRET: &str = "test-secret-with-enough-entropy";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(claims: Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A token for `user` valid for a minute, with these room grants.
+fn token_for(user: &str, rooms: Value) -> String {
+    token(json!({"sub": user, "exp": now() + 60, "rooms": rooms}))
+}
+
+fn secured() -> Config {
+    Config {
+        jwt_secret: SECRET.into(),
+        jwt_leeway: Duration::ZERO,
+        ..config()
+    }
+}
+
+fn room(name: &str) -> RoomName {
+    RoomName::new(name).unwrap()
+}
+
+/// The status line of the answer to a handshake with `extra` headers.
+async fn status(broker: &Broker, path: &str, extra: &str) -> String {
+    let response = http_request(broker.addr, handshake(path, extra).as_bytes()).await;
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+async fn peer_with(broker: &Broker, codec: Codec, extra: &str) -> Peer {
+    Peer::with_headers(broker.addr, codec, extra).await
+}
+
+fn error_code(outcome: &Outcome) -> Option<u32> {
+    match outcome {
+        Outcome::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_checked_before_the_upgrade_wherever_the_client_puts_it() {
+    let broker = Broker::start_with(secured());
+    let good = token_for("ann", json!({"sub": ["*"]}));
+    assert!(status(&broker, "/ws", "").await.contains("401"), "no token");
+    assert!(status(&broker, "/ws", &bearer("garbage"))
+        .await
+        .contains("401"));
+    let forged = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "ann", "exp": now() + 60}),
+        &EncodingKey::from_secret(b"another secret"),
+    )
+    .unwrap();
+    assert!(
+        status(&broker, "/ws", &bearer(&forged))
+            .await
+            .contains("401"),
+        "forged"
+    );
+    let expired = token(json!({"sub": "ann", "exp": now() - 10}));
+    let answer = http_request(broker.addr, handshake("/ws", &bearer(&expired)).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.contains("token expired"),
+        "the reason is given: {answer}"
+    );
+    assert!(!answer.contains(&expired), "the token is never echoed");
+    // alg: none, with the same claims, unsigned.
+    let payload = good.split('.').nth(1).unwrap();
+    let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+    assert!(
+        status(&broker, "/ws", &bearer(&unsigned))
+            .await
+            .contains("401"),
+        "alg none"
+    );
+    // The three places a good token may be.
+    assert!(status(&broker, "/ws", &bearer(&good)).await.contains("101"));
+    assert!(status(&broker, &format!("/ws?token={good}"), "")
+        .await
+        .contains("101"));
+    let answer = http_request(
+        broker.addr,
+        handshake(
+            "/ws",
+            &format!("Sec-WebSocket-Protocol: roomcast.v1.proto, roomcast.jwt.{good}\r\n"),
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    let chosen = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-protocol"))
+        .unwrap_or_default();
+    assert!(
+        chosen.ends_with("roomcast.v1.proto"),
+        "only the codec is echoed: {chosen}"
+    );
+    assert!(broker.server().stats().auth_failures >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_permissions_come_from_the_token_and_role_rules_from_the_config() {
+    let broker = Broker::start_with(Config {
+        rooms: RoomRules::parse(
+            r#"[{ match = "admin.*", publish_roles = ["admin"] },
+                { match = "chat.*", presence = true }]"#,
+        )
+        .unwrap(),
+        ..secured()
+    });
+    for codec in Codec::ALL {
+        let grants = json!({"sub": ["ticks.*", "admin.*"], "pub": ["chat.room-42", "admin.*"]});
+        let mut ann = peer_with(&broker, codec, &bearer(&token_for("ann", grants))).await;
+        let denied = ErrorCode::PermissionDenied.code();
+        let ok = |o: &Outcome| matches!(o, Outcome::Ack(_));
+        assert!(ok(&ann
+            .request(ClientOp::subscribe(room("ticks.btc")))
+            .await));
+        let o = ann.request(ClientOp::subscribe(room("chat.room-42"))).await;
+        assert_eq!(error_code(&o), Some(denied), "no subscribe grant for chat");
+        let publish = |name: &str| ClientOp::publish(room(name), Bytes::from_static(b"x"));
+        assert!(ok(&ann.request(publish("chat.room-42")).await));
+        assert_eq!(
+            error_code(&ann.request(publish("ticks.btc")).await),
+            Some(denied)
+        );
+        let o = ann
+            .request(ClientOp::Presence {
+                room: room("chat.room-42"),
+            })
+            .await;
+        assert_eq!(error_code(&o), Some(denied), "no presence grant");
+        // The token grants admin.*, but the server's rule wants the admin role.
+        assert_eq!(
+            error_code(&ann.request(publish("admin.alerts")).await),
+            Some(denied)
+        );
+        assert!(ok(&ann
+            .request(ClientOp::subscribe(room("admin.alerts")))
+            .await));
+        // The connection stayed open through every refusal.
+        assert!(ok(&ann.request(publish("chat.room-42")).await));
+
+        let admin_token = token(json!({"sub": "root", "exp": now() + 60, "role": "admin",
+                                        "rooms": {"pub": ["admin.*"]}}));
+        let mut root = peer_with(&broker, codec, &bearer(&admin_token)).await;
+        assert!(ok(&root.request(publish("admin.alerts")).await));
+    }
+    assert!(broker.server().stats().permission_denials >= 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_closes_the_connection_unless_refreshed_in_time() {
+    let broker = Broker::start_with(secured());
+    let short = |user: &str| token(json!({"sub": user, "exp": now() + 2, "rooms": {"sub": ["*"]}}));
+    let mut lapsing = RawWs::connect(broker.addr, &bearer(&short("ann"))).await;
+    let mut refreshed = peer_with(&broker, Codec::MsgPack, &bearer(&short("bob"))).await;
+    let o = refreshed
+        .request(ClientOp::Refresh {
+            token: token_for("eve", json!({})),
+        })
+        .await;
+    assert_eq!(
+        error_code(&o),
+        Some(ErrorCode::InvalidToken.code()),
+        "another user's token"
+    );
+    let o = refreshed
+        .request(ClientOp::Refresh {
+            token: token_for("bob", json!({"sub": ["*"]})),
+        })
+        .await;
+    assert!(matches!(o, Outcome::Ack(_)), "{o:?}");
+    assert_eq!(lapsing.expect_close().await, Some(4001));
+    // Past the first token's expiry, the refreshed connection still works.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let o = refreshed
+        .request(ClientOp::subscribe(room("ticks.btc")))
+        .await;
+    assert!(matches!(o, Outcome::Ack(_)), "{o:?}");
+    assert_eq!(broker.server().stats().token_expirations, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_connections_may_only_read_the_rooms_the_operator_opened() {
+    let closed = Broker::start_with(secured());
+    assert!(status(&closed, "/ws", "").await.contains("401"));
+    let open = Broker::start_with(Config {
+        allow_anonymous: true,
+        anonymous_rooms: List(vec!["public.*".into()]),
+        ..secured()
+    });
+    let mut guest = Peer::connect(open.addr, Codec::Proto).await;
+    assert!(matches!(
+        guest
+            .request(ClientOp::subscribe(room("public.news")))
+            .await,
+        Outcome::Ack(_)
+    ));
+    let denied = Some(ErrorCode::PermissionDenied.code());
+    let o = guest.request(ClientOp::subscribe(room("private.x"))).await;
+    assert_eq!(error_code(&o), denied);
+    let o = guest
+        .request(ClientOp::publish(
+            room("public.news"),
+            Bytes::from_static(b"x"),
+        ))
+        .await;
+    assert_eq!(
+        error_code(&o),
+        denied,
+        "anonymous connections never publish"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_from_other_origins_are_refused_before_the_upgrade() {
+    let broker = Broker::start_with(Config {
+        allowed_origins: List(vec!["https://app.example.com".into()]),
+        ..config()
+    });
+    assert!(
+        status(&broker, "/ws", "Origin: https://evil.example.com\r\n")
+            .await
+            .contains("403")
+    );
+    assert!(
+        status(&broker, "/ws", "Origin: https://app.example.com\r\n")
+            .await
+            .contains("101")
+    );
+    assert!(
+        status(&broker, "/ws", "").await.contains("101"),
+        "not a browser"
+    );
+    assert_eq!(broker.server().stats().origin_rejections, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_more_than_its_share() {
+    let broker = Broker::start_with(Config {
+        max_connections_per_ip: 2,
+        ..config()
+    });
+    let first = RawWs::connect(broker.addr, "").await;
+    let _second = RawWs::connect(broker.addr, "").await;
+    assert!(status(&broker, "/ws", "").await.contains("429"));
+    drop(first);
+    let mut freed = false;
+    for _ in 0..50 {
+        if status(&broker, "/ws", "").await.contains("101") {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "a closed connection frees its address's slot");
+
+    let rated = Broker::start_with(Config {
+        handshake_rate_per_ip: 3,
+        ..config()
+    });
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.push(status(&rated, "/ws", "").await);
+    }
+    assert!(answers[0].contains("101"));
+    assert!(answers.iter().any(|a| a.contains("429")), "{answers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_in_progress_are_capped_and_slow_ones_cut() {
+    let broker = Broker::start_with(Config {
+        max_handshakes_in_progress: 2,
+        handshake_timeout: Duration::from_millis(500),
+        ..config()
+    });
+    // Two slowloris connections: connected, nothing sent.
+    let idle_a = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    let idle_b = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answer = http_request(broker.addr, handshake("/ws", "").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // They are cut at the handshake timeout, and the places come back.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(status(&broker, "/ws", "").await.contains("101"));
+    drop((idle_a, idle_b));
+    assert_eq!(broker.server().stats().handshakes_over_capacity, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_over_its_rate_gets_errors_then_a_1008_and_others_are_unaffected() {
+    let broker = Broker::start_with(Config {
+        publish_rate: 20,
+        publish_burst: 20,
+        rate_limit_close_after: 50,
+        ..config()
+    });
+    let mut watcher = Peer::connect(broker.addr, Codec::MsgPack).await;
+    assert!(matches!(
+        watcher.request(ClientOp::subscribe(room("flood"))).await,
+        Outcome::Ack(_)
+    ));
+    let mut flooder = RawWs::connect(broker.addr, &offer(Codec::MsgPack)).await;
+    let publish = Codec::MsgPack.encode_request(&roomcast::protocol::ClientRequest {
+        id: roomcast::protocol::RequestId(0),
+        op: ClientOp::publish(room("flood"), Bytes::from_static(b"x")),
+    });
+    for _ in 0..200 {
+        flooder.send_binary(&publish).await;
+    }
+    let mut limited = 0;
+    let close = loop {
+        let Some(frame) = flooder.read_frame().await else {
+            break None;
+        };
+        if frame.opcode == 0x8 {
+            break frame.close_code();
+        }
+        let event = Codec::MsgPack
+            .decode_server(&Bytes::from(frame.payload))
+            .unwrap();
+        if let ServerEvent::Reply(reply) = event {
+            assert_eq!(
+                error_code(&reply.outcome),
+                Some(ErrorCode::RateLimited.code())
+            );
+            limited += 1;
+        }
+    };
+    assert_eq!(close, Some(1008));
+    // Error replies still queued at the close may be dropped with it; the
+    // counter has them all.
+    let counted = broker.server().stats().rate_limited_publishes;
+    assert!(
+        counted >= 50,
+        "{counted} rate-limited publishes before the close"
+    );
+    assert!(limited <= counted);
+    // The watcher got the publishes within the rate, in order, and is fine.
+    let mut received = 0;
+    while received < 20 {
+        match watcher.event().await {
+            Some(ServerEvent::Message { offset, .. }) => {
+                received += 1;
+                assert_eq!(offset.0, received);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let o = watcher
+        .request(ClientOp::publish(
+            room("flood"),
+            Bytes::from_static(b"still fine"),
+        ))
+        .await;
+    assert!(matches!(o, Outcome::Ack(_)));
+    assert_eq!(broker.server().stats().rate_limit_closes, 1);
+}
+
+/// A self-signed certificate for `localhost` and its key, made with openssl.
+fn self_signed(dir: &std::path::Path) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (scripts/test.sh installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_serves_a_real_tls_client_and_plain_clients_get_nowhere() {
+    let dir = std::env::temp_dir().join(format!("roomcast-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed(&dir);
+    let broker = Broker::start_with(Config {
+        tls_cert: cert.clone(),
+        tls_key: key,
+        ..config()
+    });
+    // Python's ssl module (OpenSSL), verifying our certificate, speaks the
+    // protocol over wss:// with the websockets library.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tls_client.py");
+    let output = common::run_with_deadline(
+        Command::new("python3")
+            .arg(script)
+            .arg(format!("wss://localhost:{}/ws", broker.addr.port()))
+            .arg(&cert),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "tls_client.py failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A plain-text handshake on the TLS port is not answered as HTTP.
+    let answer = http_request(broker.addr, handshake("/ws", "").as_bytes()).await;
+    assert!(!answer.starts_with("HTTP/1.1 101"), "{answer}");
+}
