@@ -312,7 +312,7 @@ async fn a_client_that_never_answers_pings_is_closed_with_4000_and_one_that_does
 async fn bad_clients_never_cost_a_good_subscriber_a_message() {
     let broker = Broker::start_with(small_limits());
     let mut good = broker.client(Codec::Proto).await;
-    let start = good.subscribe("steady").await.unwrap();
+    let start = good.subscribe("steady").await.unwrap().offset;
     let publisher = broker.client(Codec::MsgPack).await;
     let abuse: Vec<Vec<u8>> = vec![
         RawWs::frame(0x81, b"text"),

@@ -25,7 +25,7 @@ async fn subscribers(broker: &Broker, room: &str, count: usize) -> Vec<(Client, 
             let client = Client::connect_with(addr, codec, options)
                 .await
                 .expect("connects");
-            let start = client.subscribe(&room).await.expect("subscribes");
+            let start = client.subscribe(&room).await.expect("subscribes").offset;
             (client, start)
         });
     }
@@ -49,7 +49,11 @@ async fn a_thousand_subscribers_each_receive_every_message_once_in_order() {
             .await
             .unwrap();
     }
-    let last = publisher.publish(&room, b"end".to_vec()).await.unwrap();
+    let last = publisher
+        .publish(&room, b"end".to_vec())
+        .await
+        .unwrap()
+        .offset;
     let mut checking = JoinSet::new();
     for (mut client, start) in subscribers {
         checking.spawn(async move {
@@ -119,7 +123,7 @@ async fn many_rooms_at_once_keep_their_own_order() {
         bob.publish(&room, b"sync".to_vec()).await.unwrap();
         last.insert(
             room.clone(),
-            alice.publish(&room, b"end".to_vec()).await.unwrap(),
+            alice.publish(&room, b"end".to_vec()).await.unwrap().offset,
         );
     }
     for (room, mut client, start) in listeners {
@@ -151,7 +155,11 @@ async fn after_unsubscribing_nothing_arrives_and_resubscribing_resumes_at_the_cu
         publisher.publish(room, b"one".to_vec()).await.unwrap();
         assert_eq!(&next(&mut reader).await.data[..], b"one");
         reader.unsubscribe(room).await.unwrap();
-        let missed = publisher.publish(room, b"two".to_vec()).await.unwrap();
+        let missed = publisher
+            .publish(room, b"two".to_vec())
+            .await
+            .unwrap()
+            .offset;
         // A message in another room proves nothing from the left room was queued before it.
         publisher
             .publish("beacon", b"beacon".to_vec())
@@ -162,12 +170,16 @@ async fn after_unsubscribing_nothing_arrives_and_resubscribing_resumes_at_the_cu
             (message.room.as_str(), &message.data[..]),
             ("beacon", &b"beacon"[..])
         );
-        let resumed = reader.subscribe(room).await.unwrap();
+        let resumed = reader.subscribe(room).await.unwrap().offset;
         assert_eq!(
             resumed, missed,
             "the subscribe reply carries the current offset"
         );
-        let three = publisher.publish(room, b"three".to_vec()).await.unwrap();
+        let three = publisher
+            .publish(room, b"three".to_vec())
+            .await
+            .unwrap()
+            .offset;
         let message = next(&mut reader).await;
         assert_eq!((message.offset, &message.data[..]), (three, &b"three"[..]));
         assert_eq!(three, missed.next());
@@ -186,10 +198,18 @@ async fn subscribing_twice_is_harmless_and_answers_the_current_offset() {
     let mut reader = broker.client(Codec::MsgPack).await;
     let publisher = broker.client(Codec::MsgPack).await;
     reader.subscribe("twice").await.unwrap();
-    let offset = publisher.publish("twice", b"x".to_vec()).await.unwrap();
+    let offset = publisher
+        .publish("twice", b"x".to_vec())
+        .await
+        .unwrap()
+        .offset;
     assert_eq!(next(&mut reader).await.offset, offset);
-    assert_eq!(reader.subscribe("twice").await.unwrap(), offset);
-    let again = publisher.publish("twice", b"y".to_vec()).await.unwrap();
+    assert_eq!(reader.subscribe("twice").await.unwrap().offset, offset);
+    let again = publisher
+        .publish("twice", b"y".to_vec())
+        .await
+        .unwrap()
+        .offset;
     let message = next(&mut reader).await;
     assert_eq!(message.offset, again, "delivered once, not twice");
     publisher
@@ -200,7 +220,8 @@ async fn subscribing_twice_is_harmless_and_answers_the_current_offset() {
     let after = publisher
         .publish("beacon-twice", b"w".to_vec())
         .await
-        .unwrap();
+        .unwrap()
+        .offset;
     assert_eq!(next(&mut reader).await.offset, after);
 }
 

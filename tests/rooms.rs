@@ -13,8 +13,8 @@ async fn a_subscriber_receives_what_is_published_to_its_room_in_both_codecs() {
         for room in [&room_a, &room_b] {
             let mut alice = broker.client(codec).await;
             let bob = broker.client(Codec::MsgPack).await;
-            let start = alice.subscribe(room).await.unwrap();
-            let offset = bob.publish(room, b"hello".to_vec()).await.unwrap();
+            let start = alice.subscribe(room).await.unwrap().offset;
+            let offset = bob.publish(room, b"hello".to_vec()).await.unwrap().offset;
             assert_eq!(offset, start.next());
             let message = next(&mut alice).await;
             assert_eq!(message.room, *room);

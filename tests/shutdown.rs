@@ -8,8 +8,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{config, Broker};
-use roomcast::client::Client;
+use roomcast::client::{Client, ClientOptions};
 use roomcast::protocol::Codec;
+
+/// Clients that stop at the first close, so the test sees it end.
+fn no_reconnect() -> ClientOptions {
+    ClientOptions {
+        max_reconnect_attempts: Some(0),
+        ..ClientOptions::default()
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_get_every_queued_message_then_1012_spread_over_the_drain_period() {
@@ -20,8 +28,10 @@ async fn subscribers_get_every_queued_message_then_1012_spread_over_the_drain_pe
     let addr = broker.addr;
     let mut subscribers = Vec::new();
     for i in 0..6 {
-        let client = broker.client(Codec::ALL[i % 2]).await;
-        let start = client.subscribe("shutdown-room").await.unwrap();
+        let client = Client::connect_with(addr, Codec::ALL[i % 2], no_reconnect())
+            .await
+            .unwrap();
+        let start = client.subscribe("shutdown-room").await.unwrap().offset;
         subscribers.push((client, start));
     }
     let publisher = broker.client(Codec::MsgPack).await;
@@ -34,7 +44,8 @@ async fn subscribers_get_every_queued_message_then_1012_spread_over_the_drain_pe
     let last = publisher
         .publish("shutdown-room", b"last".to_vec())
         .await
-        .unwrap();
+        .unwrap()
+        .offset;
     // Let the deliveries reach every core before the drain starts.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
@@ -101,7 +112,9 @@ async fn the_binary_exits_0_on_sigterm_after_closing_its_clients_with_1012() {
         }
     }
     let _guard = KillOnDrop(child.id());
-    let mut client = Client::connect(addr, Codec::Proto).await.unwrap();
+    let mut client = Client::connect_with(addr, Codec::Proto, no_reconnect())
+        .await
+        .unwrap();
     client.subscribe("bye").await.unwrap();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -76,7 +76,7 @@ async fn fast_subscriber(broker: &Broker, room: &str) -> (Client, Offset) {
     let client = Client::connect_with(broker.addr, Codec::Proto, options)
         .await
         .unwrap();
-    let start = client.subscribe(room).await.unwrap();
+    let start = client.subscribe(room).await.unwrap().offset;
     (client, start)
 }
 

@@ -54,12 +54,17 @@ struct Queued {
     droppable: bool,
 }
 
+/// Unsent answers to pings kept at most per connection.
+pub const MAX_PENDING_PONGS: usize = 16;
+
 struct State {
     frames: VecDeque<Queued>,
     /// Bytes queued plus bytes taken by the writer and not yet written.
     bytes: usize,
-    /// The answer to the latest ping, written before data (only the latest is kept).
-    pong: Option<LocalFrame>,
+    /// Answers to pings, written before data, oldest first. At most
+    /// [`MAX_PENDING_PONGS`]: a ping flood replaces the oldest (RFC 6455 lets
+    /// a server answer only the latest ping), so it costs no memory.
+    pongs: VecDeque<LocalFrame>,
     ping: Option<LocalFrame>,
     closing: Option<Closing>,
 }
@@ -79,7 +84,7 @@ impl Outbound {
             state: RefCell::new(State {
                 frames: VecDeque::new(),
                 bytes: 0,
-                pong: None,
+                pongs: VecDeque::new(),
                 ping: None,
                 closing: None,
             }),
@@ -171,9 +176,16 @@ impl Outbound {
         result
     }
 
-    /// Queues the answer to a ping (replacing an unsent earlier one).
+    /// Queues the answer to a ping.
     pub fn pong(&self, payload: &[u8]) {
-        self.state.borrow_mut().pong = Some(Rc::new(frame::control(frame::Opcode::Pong, payload)));
+        let mut state = self.state.borrow_mut();
+        if state.pongs.len() >= MAX_PENDING_PONGS {
+            state.pongs.pop_front();
+        }
+        state
+            .pongs
+            .push_back(Rc::new(frame::control(frame::Opcode::Pong, payload)));
+        drop(state);
         self.wake();
     }
 
@@ -220,7 +232,7 @@ impl Outbound {
     pub fn poll_work(&self, cx: &mut Context<'_>) -> Poll<()> {
         let state = self.state.borrow();
         if !state.frames.is_empty()
-            || state.pong.is_some()
+            || !state.pongs.is_empty()
             || state.ping.is_some()
             || state.closing.is_some()
         {
@@ -246,9 +258,7 @@ impl Outbound {
     /// Returns the data bytes taken, to hand back to [`Outbound::written`].
     pub fn take(&self, batch: &mut Vec<LocalFrame>, max_frames: usize, max_bytes: usize) -> usize {
         let mut state = self.state.borrow_mut();
-        if let Some(pong) = state.pong.take() {
-            batch.push(pong);
-        }
+        batch.extend(state.pongs.drain(..));
         if let Some(ping) = state.ping.take() {
             batch.push(ping);
         }
