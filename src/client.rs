@@ -259,6 +259,9 @@ pub struct ClientOptions {
     /// Largest server message accepted, in bytes; a history page can hold
     /// many publications. Default 64 MiB.
     pub max_message_size: usize,
+    /// A JWT sent as `Authorization: Bearer` on every connection attempt
+    /// (the latest one given to [`Client::refresh`]). Default none.
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -273,6 +276,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             server_silence_timeout: Some(Duration::from_secs(60)),
             max_message_size: 64 << 20,
+            token: None,
         }
     }
 }
@@ -295,6 +299,7 @@ pub struct Client {
     commands: mpsc::Sender<Command>,
     events: mpsc::Receiver<Event>,
     shared: Arc<Shared>,
+    token: Arc<Mutex<Option<String>>>,
 }
 
 impl Client {
@@ -318,7 +323,9 @@ impl Client {
             connect_timeout: options.connect_timeout,
             silence_timeout: options.server_silence_timeout,
             max_message_size: options.max_message_size,
+            token: Arc::new(Mutex::new(options.token.clone())),
         };
+        let token = dial.token.clone();
         let connection = dial.clone().open().await?;
         let (commands, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (events_tx, events) = mpsc::channel(options.message_buffer.max(1));
@@ -351,6 +358,7 @@ impl Client {
             commands,
             events,
             shared,
+            token,
         })
     }
 
@@ -508,6 +516,25 @@ impl Client {
         match self.query(ClientOp::PresenceStats { room }).await? {
             Outcome::PresenceStats(counts) => Ok(counts),
             other => Err(unexpected("presence_stats", &other)),
+        }
+    }
+
+    /// Replaces the connection's token before it expires (the server closes
+    /// with 4001 when it does); reconnects use the new one too.
+    pub async fn refresh(&self, token: &str) -> Result<(), ClientError> {
+        match self
+            .query(ClientOp::Refresh {
+                token: token.to_owned(),
+            })
+            .await?
+        {
+            Outcome::Ack(_) => {
+                if let Ok(mut current) = self.token.lock() {
+                    *current = Some(token.to_owned());
+                }
+                Ok(())
+            }
+            other => Err(unexpected("refresh", &other)),
         }
     }
 
@@ -746,7 +773,8 @@ impl RoomState {
 
 /// Everything needed to open a connection, detached from the driver so a
 /// connection attempt can run as a future of its own.
-#[derive(Debug, Clone)]
+// Not `Debug`: it holds the token, which must never reach a log.
+#[derive(Clone)]
 struct Dial {
     addr: SocketAddr,
     codec: Codec,
@@ -754,6 +782,8 @@ struct Dial {
     connect_timeout: Duration,
     silence_timeout: Option<Duration>,
     max_message_size: usize,
+    /// Shared with the client, so a refreshed token is used on reconnects.
+    token: Arc<Mutex<Option<String>>>,
 }
 
 /// One open connection: a reader task and a writer task around the socket.
@@ -802,7 +832,11 @@ impl Dial {
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let request = Request::get(&self.path)
+        let mut request = Request::get(&self.path);
+        if let Some(token) = self.token.lock().ok().and_then(|t| t.clone()) {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .header(HOST, self.addr.to_string())
             .header(UPGRADE, "websocket")
             .header(CONNECTION, "upgrade")

@@ -458,3 +458,37 @@ async fn wss_serves_a_real_tls_client_and_plain_clients_get_nowhere() {
     let answer = http_request(broker.addr, handshake("/ws", "").as_bytes()).await;
     assert!(!answer.starts_with("HTTP/1.1 101"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_carries_its_token_and_refreshes_it() {
+    use roomcast::client::{Client, ClientError, ClientOptions};
+    let broker = Broker::start_with(secured());
+    let refused = Client::connect(broker.addr, Codec::MsgPack).await;
+    assert!(
+        matches!(refused, Err(ClientError::Handshake(_))),
+        "no token, no connection"
+    );
+    let options = ClientOptions {
+        token: Some(token_for("ann", json!({"sub": ["*"], "pub": ["*"]}))),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(broker.addr, Codec::Proto, options)
+        .await
+        .unwrap();
+    client.subscribe("ticks.btc").await.unwrap();
+    client
+        .refresh(&token_for("ann", json!({"sub": ["*"]})))
+        .await
+        .unwrap();
+    let other = client.refresh(&token_for("eve", json!({}))).await;
+    assert!(
+        matches!(other, Err(ClientError::Server { code: 108, .. })),
+        "{other:?}"
+    );
+    // The refreshed token has no publish grant.
+    let denied = client.publish("ticks.btc", b"x".to_vec()).await;
+    assert!(
+        matches!(denied, Err(ClientError::Server { code: 107, .. })),
+        "{denied:?}"
+    );
+}
