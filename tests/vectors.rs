@@ -86,6 +86,13 @@ const PRESENCE_STATS: Vector = Vector {
     proto: "08 0e 3a 0c 0a 0a 63 68 61 74 2e 6c 6f 62 62 79",
 };
 
+/// `refresh {id: 8, token: "t.o.k"}`: a fresh token for the same user, before
+/// the connection's token expires. (A real token is a whole JWT.)
+const REFRESH: Vector = Vector {
+    msgpack: "82 a2 69 64 08 a7 72 65 66 72 65 73 68 81 a5 74 6f 6b 65 6e a5 74 2e 6f 2e 6b",
+    proto: "08 08 42 07 0a 05 74 2e 6f 2e 6b",
+};
+
 // Server -> client.
 
 /// `reply {id: 1, ack {offset: 41, epoch: "9f3c2a1b4d5e6f70"}}`: the answer to
@@ -170,13 +177,20 @@ const JOIN: Vector = Vector {
     proto: "1a 23 0a 0a 63 68 61 74 2e 6c 6f 62 62 79 12 15 0a 0c 35 65 31 64 30 39 61 32 2d 31 2d 37 18 80 d0 ea b6 b7 33",
 };
 
+/// `reply {id: 8, ack {offset: 0}}`: the answer to REFRESH when the server
+/// took the new token.
+const ACK_REFRESH: Vector = Vector {
+    msgpack: "81 a5 72 65 70 6c 79 82 a2 69 64 08 a3 61 63 6b 81 a6 6f 66 66 73 65 74 00",
+    proto: "0a 04 08 08 12 00",
+};
+
 /// `{id: 5, frobnicate: {}}`: a well-formed request with no operation this server knows.
 const UNKNOWN_OPERATION: Vector = Vector {
     msgpack: "82 a2 69 64 05 aa 66 72 6f 62 6e 69 63 61 74 65 80",
     proto: "08 05 7a 00",
 };
 
-const ALL_VECTORS: [(&str, &Vector); 22] = [
+const ALL_VECTORS: [(&str, &Vector); 24] = [
     ("SUBSCRIBE", &SUBSCRIBE),
     ("UNSUBSCRIBE", &UNSUBSCRIBE),
     ("PUBLISH", &PUBLISH),
@@ -186,6 +200,7 @@ const ALL_VECTORS: [(&str, &Vector); 22] = [
     ("HISTORY", &HISTORY),
     ("PRESENCE", &PRESENCE),
     ("PRESENCE_STATS", &PRESENCE_STATS),
+    ("REFRESH", &REFRESH),
     ("ACK_SUBSCRIBE", &ACK_SUBSCRIBE),
     ("ACK_PUBLISH", &ACK_PUBLISH),
     ("ACK_UNSUBSCRIBE", &ACK_UNSUBSCRIBE),
@@ -198,6 +213,7 @@ const ALL_VECTORS: [(&str, &Vector); 22] = [
     ("PRESENCE_LIST", &PRESENCE_LIST),
     ("PRESENCE_COUNTS", &PRESENCE_COUNTS),
     ("JOIN", &JOIN),
+    ("ACK_REFRESH", &ACK_REFRESH),
     ("UNKNOWN_OPERATION", &UNKNOWN_OPERATION),
 ];
 
@@ -529,6 +545,58 @@ fn the_protocol_document_shows_every_vector_byte_for_byte() {
             );
         }
     }
+}
+
+/// The numbers in the first column of the table under `heading` in
+/// docs/PROTOCOL.md, in the order of the rows.
+fn documented_codes(heading: &str) -> Vec<u32> {
+    let section = PROTOCOL_MD
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("docs/PROTOCOL.md lacks {heading:?}"));
+    let section = section.split("\n## ").next().unwrap_or_default();
+    section
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix("| ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn the_protocol_document_lists_every_error_code_and_no_other() {
+    let known: Vec<u32> = (0..=u32::from(u16::MAX))
+        .filter(|&n| ErrorCode::from_code(n).is_some())
+        .collect();
+    assert_eq!(known, (100..=109).collect::<Vec<_>>());
+    assert_eq!(documented_codes("\n## Error codes\n"), known);
+}
+
+#[test]
+fn the_protocol_document_lists_every_close_code_the_server_sends() {
+    use roomcast::limits::close_code as c;
+    let mut sent = vec![
+        c::NORMAL,
+        c::PROTOCOL_ERROR,
+        c::UNSUPPORTED_DATA,
+        c::INVALID_PAYLOAD,
+        c::POLICY_VIOLATION,
+        c::MESSAGE_TOO_BIG,
+        c::SERVICE_RESTART,
+        c::TRY_AGAIN_LATER,
+        c::HEARTBEAT_TIMEOUT,
+        c::TOKEN_EXPIRED,
+    ];
+    sent.sort_unstable();
+    let documented = documented_codes("\n## Close codes\n");
+    assert_eq!(
+        documented,
+        sent.into_iter().map(u32::from).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -1196,6 +1264,63 @@ fn a_leave_event_is_a_join_event_under_the_key_leave() {
             "{codec}: decode"
         );
     }
+}
+
+// Refresh: a new token for the same user, and its acknowledgement.
+
+#[test]
+fn refreshing_the_token_with_id_8() {
+    assert_request_vector(
+        &REFRESH,
+        &request(
+            8,
+            ClientOp::Refresh {
+                token: "t.o.k".to_owned(),
+            },
+        ),
+    );
+    assert_libraries_read(
+        &REFRESH,
+        map([
+            ("id", uint(8)),
+            ("refresh", map([("token", text("t.o.k"))])),
+        ]),
+        pb_request(
+            8,
+            pb::client_message::Op::Refresh(pb::Refresh {
+                token: "t.o.k".to_owned(),
+            }),
+        ),
+    );
+}
+
+#[test]
+fn a_refresh_is_acknowledged_with_offset_0() {
+    assert_reply_vector(&ACK_REFRESH, &Reply::ack(RequestId(8), Offset(0)));
+    assert_libraries_read(
+        &ACK_REFRESH,
+        map([(
+            "reply",
+            map([("id", uint(8)), ("ack", map([("offset", uint(0))]))]),
+        )]),
+        pb_reply(8, pb::reply::Outcome::Ack(pb::Ack::default())),
+    );
+}
+
+#[test]
+fn a_refresh_without_a_token_still_decodes_and_is_refused_by_the_server() {
+    // The token is checked by the session (error 108), not by the decoder.
+    let empty = request(
+        8,
+        ClientOp::Refresh {
+            token: String::new(),
+        },
+    );
+    assert_round_trip(&empty);
+    assert_eq!(
+        Codec::MsgPack.decode_request(&msgpack(&json!({"id": 8, "refresh": {}}))),
+        Ok(empty)
+    );
 }
 
 // The hand-written hot-path delivery encoders agree with the libraries.
