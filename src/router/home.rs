@@ -118,7 +118,8 @@ impl<E: Engine> Home<E> {
         self.engine.recover(room, from, now)
     }
 
-    /// Answers a history or presence query with a reply frame in `codec`.
+    /// Answers a history or presence query with a reply frame in `codec`,
+    /// and whether the reply is an error.
     pub fn query(
         &mut self,
         room: &RoomName,
@@ -126,7 +127,7 @@ impl<E: Engine> Home<E> {
         codec: Codec,
         request: RequestId,
         now: Instant,
-    ) -> Bytes {
+    ) -> (Bytes, bool) {
         let outcome = match query {
             Query::History(q) => self
                 .engine
@@ -147,7 +148,8 @@ impl<E: Engine> Home<E> {
                 Reply::error(request, ErrorCode::NotEnabled, error.to_string())
             }
         };
-        frame::reply(codec, &reply)
+        let is_error = matches!(reply.outcome, Outcome::Error { .. });
+        (frame::reply(codec, &reply), is_error)
     }
 
     /// Applies a join or leave; returns the event to send to the cores with

@@ -229,10 +229,13 @@ impl Core {
                 codec,
                 reply_to,
             } => {
-                let frame =
+                let (frame, is_error) =
                     self.home
                         .borrow_mut()
                         .query(&room, query, codec, reply_to.request, now);
+                if is_error {
+                    metrics::add(&self.counters().error_replies, 1);
+                }
                 let reply = CoreMsg::Reply {
                     conn: reply_to.conn,
                     frame,

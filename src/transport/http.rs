@@ -86,6 +86,22 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, UnsupportedSubprotoc
     }
 }
 
+/// RFC 6455 §4.1: the key is 16 random bytes in base64, i.e. 22 base64
+/// characters then `==`, the last of the 22 carrying only 2 bits (A, Q, g
+/// or w). fastwebsockets only checks that the header is there.
+fn valid_websocket_key(headers: &HeaderMap) -> bool {
+    let Some(key) = headers.get("sec-websocket-key") else {
+        return false;
+    };
+    let key = key.as_bytes();
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        && matches!(key[21], b'A' | b'Q' | b'g' | b'w')
+}
+
 fn supported_list() -> String {
     let names: Vec<&str> = Codec::ALL.iter().map(|c| c.subprotocol()).collect();
     format!(
@@ -170,6 +186,12 @@ async fn handle(
             return reject(StatusCode::TOO_MANY_REQUESTS, format!("{refusal}\n"));
         }
     };
+    if !valid_websocket_key(req.headers()) {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be 16 bytes in base64\n".into(),
+        );
+    }
     let Some(slot) = node.try_admit() else {
         return reject(
             StatusCode::SERVICE_UNAVAILABLE,
