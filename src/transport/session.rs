@@ -87,18 +87,18 @@ pub async fn run(
     // Bytes the client sent right behind its handshake were read by hyper
     // already. Copied (it is usually empty): the slice would keep hyper's
     // whole handshake buffer alive for the life of the connection.
+    let link = Link {
+        codec,
+        core,
+        peer,
+        admitted,
+        mode,
+    };
     let upgraded = ws.into_inner().into_inner();
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let early = Bytes::copy_from_slice(&parts.read_buf);
             let (read_half, write_half) = parts.io.into_inner().into_split();
-            let link = Link {
-                codec,
-                core,
-                peer,
-                admitted,
-                mode,
-            };
             return connection(read_half, write_half, early, link).await;
         }
         Err(upgraded) => upgraded,
@@ -107,13 +107,6 @@ pub async fn run(
         Ok(parts) => {
             let early = Bytes::copy_from_slice(&parts.read_buf);
             let (read_half, write_half) = tokio::io::split(parts.io.into_inner());
-            let link = Link {
-                codec,
-                core,
-                peer,
-                admitted,
-                mode,
-            };
             connection(read_half, write_half, early, link).await;
         }
         Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
