@@ -76,7 +76,7 @@ pub enum TokenError {
     Invalid,
     #[error("token issuer or audience is not accepted")]
     WrongParty,
-    #[error("token lacks a required claim (exp)")]
+    #[error("token lacks a required claim (exp, sub, and iss/aud when configured)")]
     MissingClaim,
     #[error("token is for another user")]
     OtherUser,
@@ -220,6 +220,8 @@ impl Identity {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Added to `exp` for the connection's deadline, as for the check.
+    leeway: Duration,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -284,7 +286,17 @@ impl Verifier {
             }
         };
         let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp"]);
+        // `sub` is the user: without it a token would share anonymous
+        // connections' empty user id. `iss` and `aud` must be present when
+        // they are checked, or a token could pass by leaving them out.
+        let mut required = vec!["exp", "sub"];
+        if !config.issuer.is_empty() {
+            required.push("iss");
+        }
+        if !config.audience.is_empty() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = config.leeway.as_secs();
@@ -296,7 +308,11 @@ impl Verifier {
         } else {
             validation.set_audience(&[&config.audience]);
         }
-        Ok(Some(Verifier { key, validation }))
+        Ok(Some(Verifier {
+            key,
+            validation,
+            leeway: config.leeway,
+        }))
     }
 
     /// The identity a token proves.
@@ -325,7 +341,7 @@ impl Verifier {
                 publish: globs(claims.rooms.publish),
                 presence: globs(claims.rooms.presence),
             },
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway),
         })
     }
 }
@@ -338,12 +354,17 @@ pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "roomcast.jwt.";
 /// query parameter, then a `roomcast.jwt.` subprotocol entry.
 pub fn token_from_request<B>(req: &hyper::Request<B>) -> Option<String> {
     use hyper::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
-    if let Some(value) = req.headers().get(AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
+    // Another scheme (e.g. Basic, for a proxy) does not hide a token
+    // given in the query or a subprotocol entry.
+    let bearer = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    if bearer.is_some() {
+        return bearer;
     }
     if let Some(query) = req.uri().query() {
         if let Some(token) = query
@@ -454,6 +475,34 @@ mod tests {
         );
         assert_eq!(verifier.verify(&none), Err(TokenError::Invalid));
         assert_eq!(verifier.verify("not a token"), Err(TokenError::Invalid));
+        // No `sub`: it would share anonymous connections' empty user id.
+        let anonymous = json!({"exp": now() + 60, "iss": "roomcast-tests"});
+        assert_eq!(
+            verifier.verify(&sign(anonymous, "s3cret")),
+            Err(TokenError::MissingClaim)
+        );
+        // An issuer is configured: leaving `iss` out does not get around it.
+        let no_issuer = json!({"sub": "ann", "exp": now() + 60});
+        assert_eq!(
+            verifier.verify(&sign(no_issuer, "s3cret")),
+            Err(TokenError::MissingClaim)
+        );
+    }
+
+    #[test]
+    fn the_deadline_includes_the_leeway_the_check_allowed() {
+        let verifier = Verifier::from_config(&hs_config()).unwrap().unwrap();
+        let exp = now() + 60;
+        let who = verifier
+            .verify(&sign(
+                json!({"sub": "ann", "exp": exp, "iss": "roomcast-tests"}),
+                "s3cret",
+            ))
+            .unwrap();
+        assert_eq!(
+            who.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(exp + 2))
+        );
     }
 
     fn base64_url(bytes: &[u8]) -> String {
@@ -510,5 +559,13 @@ mod tests {
             Some("a.b.c".into())
         );
         assert_eq!(token_from_request(&req("/ws", None)), None);
+        // A proxy's Basic credentials do not hide the token in the query.
+        assert_eq!(
+            token_from_request(&req(
+                "/ws?token=q.r.s",
+                Some(("authorization", "Basic dXNlcg=="))
+            )),
+            Some("q.r.s".into())
+        );
     }
 }

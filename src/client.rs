@@ -56,7 +56,9 @@
 //! The client gives up (and the event stream ends) after
 //! [`ClientOptions::max_reconnect_attempts`] failed attempts in a row, on a
 //! close code that says the client itself is at fault (1002, 1003, 1007,
-//! 1008, 1009, 1010) or a normal close (1000), and after [`Client::close`].
+//! 1008, 1009, 1010), an expired token (4001: the same token would be
+//! refused; call [`Client::refresh`] before it expires), or a normal close
+//! (1000), and after [`Client::close`].
 //!
 //! # Backpressure
 //!
@@ -191,7 +193,7 @@ impl DisconnectCause {
     fn allows_reconnect(&self) -> bool {
         match self {
             DisconnectCause::Closed { code, .. } => {
-                !matches!(code, 1000 | 1002 | 1003 | 1007 | 1008 | 1009 | 1010)
+                !matches!(code, 1000 | 1002 | 1003 | 1007 | 1008 | 1009 | 1010 | 4001)
             }
             DisconnectCause::Lost(_) => true,
         }
@@ -231,8 +233,8 @@ pub struct SubscribeOptions {
     pub recover: Option<StreamPosition>,
 }
 
-/// Connection options beyond address and codec.
-#[derive(Debug, Clone)]
+/// Connection options beyond address and codec. (`Debug` leaves the token out.)
+#[derive(Clone)]
 pub struct ClientOptions {
     /// The WebSocket path. Default `/ws`.
     pub path: String,
@@ -262,6 +264,23 @@ pub struct ClientOptions {
     /// A JWT sent as `Authorization: Bearer` on every connection attempt
     /// (the latest one given to [`Client::refresh`]). Default none.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("path", &self.path)
+            .field("message_buffer", &self.message_buffer)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_max", &self.backoff_max)
+            .field("max_reconnect_attempts", &self.max_reconnect_attempts)
+            .field("max_queued_publishes", &self.max_queued_publishes)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("server_silence_timeout", &self.server_silence_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {

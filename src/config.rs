@@ -80,6 +80,36 @@ fn parse_rate(s: &str) -> Result<u32, String> {
         .map_err(|e| format!("{e} (expected a whole number, 0 for no limit)"))
 }
 
+/// A secret setting: `Debug` (and so any log of the config) shows it redacted.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret(s.to_owned()))
+}
+
 /// A list of strings from one setting (a newtype, so clap takes it as one value).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct List(pub Vec<String>);
@@ -243,7 +273,7 @@ settings! {
     /// The one JWT algorithm accepted: HS256 (with `jwt_secret`), RS256 or ES256 (with `jwt_public_key`).
     jwt_algorithm: JwtAlgorithm = JwtAlgorithm::Hs256, env "ROOMCAST_JWT_ALGORITHM", parse parse_algorithm, shown "HS256";
     /// HS256 shared secret. Setting it (or `jwt_public_key`) turns authentication on.
-    jwt_secret: String = String::new(), env "ROOMCAST_JWT_SECRET", parse parse_text, shown "";
+    jwt_secret: Secret = Secret::default(), env "ROOMCAST_JWT_SECRET", parse parse_secret, shown "";
     /// Path of the PEM public key for RS256 or ES256.
     jwt_public_key: String = String::new(), env "ROOMCAST_JWT_PUBLIC_KEY", parse parse_text, shown "";
     /// Required `iss` claim (empty: not checked).

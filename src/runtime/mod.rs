@@ -125,7 +125,7 @@ impl Server {
             })?;
         let verifier = Verifier::from_config(&VerifierConfig {
             algorithm: config.jwt_algorithm,
-            secret: config.jwt_secret.clone(),
+            secret: config.jwt_secret.0.clone(),
             public_key: config.jwt_public_key.clone(),
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),

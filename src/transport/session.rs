@@ -511,7 +511,17 @@ impl Session {
     }
 
     /// A new token for the same user moves the connection's expiry.
+    /// Refreshes count against the publish message rate: each costs a
+    /// signature check.
     fn refresh(&mut self, id: RequestId, token: &str) {
+        if !self.limiter.allow(0) {
+            metrics::add(&self.core.counters().rate_limited_publishes, 1);
+            return self.reply(Reply::error(
+                id,
+                ErrorCode::RateLimited,
+                "refresh rate limit exceeded; slow down",
+            ));
+        }
         let Some(verifier) = &self.core.node.verifier else {
             return self.reply(Reply::error(
                 id,
