@@ -272,8 +272,35 @@ struct WireHistoryPage<'a> {
     epoch: &'a str,
     #[serde(default)]
     offset: u64,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "grown_as_read")]
     publications: Vec<WirePublication<'a>>,
+}
+
+/// A list read element by element, never sized from its length prefix:
+/// serde's default reserves up to 1 MiB from a prefix the peer chose, before
+/// a single element is read.
+fn grown_as_read<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Elements<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Elements<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(element) = seq.next_element()? {
+                out.push(element);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(Elements(std::marker::PhantomData))
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -288,7 +315,7 @@ struct WireClientInfo<'a> {
 
 #[derive(Serialize, Deserialize)]
 struct WirePresenceList<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "grown_as_read")]
     clients: Vec<WireClientInfo<'a>>,
 }
 
