@@ -233,7 +233,7 @@ fn check_frame(codec: Codec, frame: &ServerFrame) -> Option<ServerEvent> {
                 }
             }
         }
-        0x8 | 0x9 | 0xa => {
+        0x8..=0xa => {
             assert!(
                 payload.len() <= 125,
                 "a control frame of {} bytes",
@@ -397,7 +397,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // After the first input (so that replaying one input checks it) and
     // every `health_every()` inputs.
-    if run % health_every() == 0 {
+    if run.is_multiple_of(health_every()) {
         health_check(harness, run);
     }
 });

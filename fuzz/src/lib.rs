@@ -74,20 +74,11 @@ pub fn request_budget(len: usize) -> usize {
     8 * len + 64 * 1024
 }
 
-/// serde's bound on what a sequence may preallocate from its length prefix;
-/// a MessagePack reply can have two lists open at once.
-pub const SERDE_PREALLOCATION_CAP: usize = 1024 * 1024;
-
 /// What decoding a server envelope (client side) may allocate: each empty
 /// list element of one or two bytes becomes structs of up to about 136
-/// bytes, and MessagePack lists preallocate up to serde's cap (a known
-/// finding, see fuzz/README.md).
-pub fn server_budget(codec: Codec, len: usize) -> usize {
-    let serde = match codec {
-        Codec::MsgPack => 2 * SERDE_PREALLOCATION_CAP,
-        Codec::Proto => 0,
-    };
-    256 * len + 64 * 1024 + serde
+/// bytes (the same budget as tests/decoder_properties.rs).
+pub fn server_budget(len: usize) -> usize {
+    256 * len + 64 * 1024
 }
 
 /// Everything a decoder target checks on one input: neither decoder
@@ -113,7 +104,7 @@ pub fn check_decoders(codec: Codec, data: &[u8]) {
     }
 
     let (event, peak) = peak_allocation(|| codec.decode_server(&bytes));
-    let budget = server_budget(codec, data.len());
+    let budget = server_budget(data.len());
     assert!(
         peak <= budget,
         "{codec}: decode_server of {} bytes allocated {peak} bytes at its peak (budget {budget})",
