@@ -632,8 +632,10 @@ impl Session {
             now,
         );
         // Recorded before any wait, so that a session torn down while waiting
-        // still leaves the room (`leave_all`).
-        self.rooms.insert(room.clone(), options.presence);
+        // still leaves the room (`leave_all`). Detached: a MessagePack room
+        // name is a slice of the received message, which would stay pinned
+        // for as long as the subscription lasts.
+        self.rooms.insert(room.detached(), options.presence);
         let home = home_core(&room, core.node.config.workers);
         let wait = match step {
             SubscribeStep::Ready(_) => None,
