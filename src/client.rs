@@ -473,7 +473,7 @@ impl Client {
         if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
             return Err(ClientError::KeyTooLong(key.len()));
         }
-        let key = IdempotencyKey(Bytes::copy_from_slice(key.as_bytes()));
+        let key = IdempotencyKey::new(key);
         let data = data.into();
         self.call(|reply| Command::Publish {
             room,
@@ -1230,7 +1230,7 @@ impl Driver {
                     KeyChoice::Automatic => {
                         self.next_key += 1;
                         let key = format!("{}-{}", self.key_prefix, self.next_key);
-                        Some(IdempotencyKey(Bytes::from(key)))
+                        Some(IdempotencyKey::new(&key))
                     }
                 };
                 let (ack, accepted) = match reply {

@@ -53,7 +53,7 @@ fn publish_keyed(name: &str, data: &[u8], key: &str) -> ClientOp {
     ClientOp::Publish {
         room: room(name),
         data: Bytes::copy_from_slice(data),
-        idempotency_key: Some(IdempotencyKey(Bytes::copy_from_slice(key.as_bytes()))),
+        idempotency_key: Some(IdempotencyKey::new(key)),
     }
 }
 

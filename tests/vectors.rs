@@ -939,7 +939,7 @@ fn publishing_hi_with_the_idempotency_key_order_17_and_id_11() {
     let publish = ClientOp::Publish {
         room: lobby(),
         data: Bytes::from_static(b"hi"),
-        idempotency_key: Some(IdempotencyKey(Bytes::from_static(b"order-17"))),
+        idempotency_key: Some(IdempotencyKey::new("order-17")),
     };
     assert_request_vector(&PUBLISH_IDEMPOTENT, &request(11, publish));
     assert_libraries_read(

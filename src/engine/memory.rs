@@ -142,7 +142,7 @@ impl super::Engine for MemoryEngine {
         );
         let room = self.room(name, now);
         if let Some(key) = key {
-            if let Some(&offset) = room.keys.get(&key.0) {
+            if let Some(&offset) = room.keys.get(key.as_bytes()) {
                 return Published {
                     position: StreamPosition {
                         epoch: room.epoch.clone(),
@@ -169,7 +169,7 @@ impl super::Engine for MemoryEngine {
             if room.key_order.len() >= max_keys {
                 room.forget_oldest_key();
             }
-            let key = Bytes::copy_from_slice(&key.0);
+            let key = Bytes::copy_from_slice(key.as_bytes());
             room.keys.insert(key.clone(), room.offset);
             room.key_order.push_back(Remembered {
                 key,
@@ -464,7 +464,7 @@ mod tests {
     fn a_retried_idempotency_key_returns_the_first_offset_and_publishes_nothing() {
         let mut e = engine(10, Duration::from_secs(60));
         let (r, now) = (room("orders"), Instant::now());
-        let key = |k: &str| IdempotencyKey(Bytes::copy_from_slice(k.as_bytes()));
+        let key = |k: &str| IdempotencyKey::new(k);
         let first = e.publish(&r, b"buy", Some(&key("a")), now);
         let retry = e.publish(&r, b"buy", Some(&key("a")), now);
         assert_eq!((first.position.offset, first.duplicate), (Offset(1), false));

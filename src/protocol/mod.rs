@@ -332,8 +332,39 @@ pub struct StreamPosition {
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 
 /// A client-chosen key that makes a publish safe to retry.
+///
+/// Always UTF-8: both wire forms carry it as a string, so a key that could
+/// not be sent (and would silently become "no key") cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(pub Bytes);
+pub struct IdempotencyKey(Bytes);
+
+/// Bytes that are not UTF-8 offered as an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an idempotency key must be UTF-8 text")]
+pub struct KeyNotUtf8;
+
+impl IdempotencyKey {
+    /// A key from text.
+    pub fn new(key: &str) -> IdempotencyKey {
+        IdempotencyKey(Bytes::copy_from_slice(key.as_bytes()))
+    }
+
+    /// A key from received bytes, without copying them.
+    pub fn from_utf8(bytes: Bytes) -> Result<IdempotencyKey, KeyNotUtf8> {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Ok(IdempotencyKey(bytes)),
+            Err(_) => Err(KeyNotUtf8),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_else(|_| unreachable!("checked when built"))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// Which page of a room's history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -629,7 +660,15 @@ fn assemble(id: RequestId, ops: Vec<RawOp>) -> Result<ClientRequest, RequestErro
             ClientOp::Publish {
                 room: room(name)?,
                 data,
-                idempotency_key: (!key.is_empty()).then(|| IdempotencyKey(key)),
+                idempotency_key: match key.is_empty() {
+                    true => None,
+                    false => Some(IdempotencyKey::from_utf8(key).map_err(|error| {
+                        RequestError::InvalidField {
+                            id,
+                            reason: error.to_string(),
+                        }
+                    })?),
+                },
             }
         }
         RawOp::History(name, query) => ClientOp::History {
@@ -641,4 +680,33 @@ fn assemble(id: RequestId, ops: Vec<RawOp>) -> Result<ClientRequest, RequestErro
         RawOp::Refresh(token) => ClientOp::Refresh { token },
     };
     Ok(ClientRequest { id, op })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both wire forms carry the key as a string: a key that is not UTF-8
+    /// cannot be built, so no encoder can drop it on the way out.
+    #[test]
+    fn an_idempotency_key_survives_both_encoders_and_bytes_that_are_not_utf8_are_refused() {
+        assert_eq!(
+            IdempotencyKey::from_utf8(Bytes::from_static(b"\xff\xfe")),
+            Err(KeyNotUtf8)
+        );
+        let key = IdempotencyKey::from_utf8(Bytes::from_static("späť-17".as_bytes())).unwrap();
+        for codec in Codec::ALL {
+            let request = ClientRequest {
+                id: RequestId(3),
+                op: ClientOp::Publish {
+                    room: RoomName::new("orders").unwrap(),
+                    data: Bytes::from_static(b"x"),
+                    idempotency_key: Some(key.clone()),
+                },
+            };
+            let wire = Bytes::from(codec.encode_request(&request));
+            let decoded = codec.decode_request(&wire).unwrap();
+            assert_eq!(decoded, request, "{codec}");
+        }
+    }
 }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     assemble, Ack, ClientInfo, ClientOp, ClientRequest, Epoch, HistoryPage, HistoryQuery,
-    MalformedEnvelope, Offset, Outcome, PresenceChange, PresenceCounts, Publication, RawOp, Reply,
-    RequestError, RequestId, RoomName, ServerEvent, StreamPosition,
+    IdempotencyKey, MalformedEnvelope, Offset, Outcome, PresenceChange, PresenceCounts,
+    Publication, RawOp, Reply, RequestError, RequestId, RoomName, ServerEvent, StreamPosition,
 };
 
 /// Nesting deeper than this is refused as malformed, before it costs stack.
@@ -187,7 +187,7 @@ pub fn encode_request(request: &ClientRequest) -> Vec<u8> {
                 data,
                 idempotency_key: idempotency_key
                     .as_ref()
-                    .and_then(|k| std::str::from_utf8(&k.0).ok())
+                    .map(IdempotencyKey::as_str)
                     .unwrap_or_default(),
             })
         }

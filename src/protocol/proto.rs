@@ -91,7 +91,7 @@ pub fn encode_request(request: &ClientRequest) -> Vec<u8> {
             data: data.clone(),
             idempotency_key: idempotency_key
                 .as_ref()
-                .map(|k| String::from_utf8_lossy(&k.0).into_owned())
+                .map(|k| k.as_str().to_owned())
                 .unwrap_or_default(),
         }),
         ClientOp::History { room, query } => Op::History(pb::History {

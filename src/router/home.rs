@@ -237,7 +237,7 @@ mod tests {
         let mut home = home();
         let (r, now) = (room("orders"), Instant::now());
         home.interest(&r, Codec::MsgPack, CoreId(0), true, now);
-        let key = IdempotencyKey(Bytes::from_static(b"k"));
+        let key = IdempotencyKey::new("k");
         assert!(!home.publish(&r, b"x", Some(&key), now).targets.is_empty());
         let again = home.publish(&r, b"x", Some(&key), now);
         assert!(again.duplicate && again.targets.is_empty());
