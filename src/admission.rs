@@ -21,19 +21,17 @@ use crate::Config;
 
 /// Why a connection was turned away before its upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("too many handshakes in progress")]
     Busy,
     #[error("too many handshakes from your address")]
     HandshakeRate,
     #[error("too many connections from your address")]
     PerIp,
-    #[error("origin not allowed")]
-    Origin,
 }
 
 /// The node's admission state.
-pub struct Admission {
+pub(crate) struct Admission {
     in_progress: AtomicUsize,
     max_in_progress: usize,
     origins: Vec<String>,
@@ -44,7 +42,7 @@ pub struct Admission {
 }
 
 /// A handshake in progress; dropping it frees its place.
-pub struct HandshakeSlot {
+pub(crate) struct HandshakeSlot {
     admission: Arc<Admission>,
 }
 
@@ -55,7 +53,7 @@ impl Drop for HandshakeSlot {
 }
 
 /// A connection counted against its address; dropping it uncounts it.
-pub struct IpSlot {
+pub(crate) struct IpSlot {
     admission: Arc<Admission>,
     ip: IpAddr,
 }
@@ -80,7 +78,7 @@ fn normalize(origin: &str) -> String {
 }
 
 impl Admission {
-    pub fn new(config: &Config) -> Admission {
+    pub(crate) fn new(config: &Config) -> Admission {
         let handshakes = NonZeroU32::new(config.handshake_rate_per_ip).map(|rate| {
             let quota = Quota::per_second(rate);
             (quota, RwLock::new(RateLimiter::keyed(quota)))
@@ -102,7 +100,7 @@ impl Admission {
     }
 
     /// Called on accept, before anything is read.
-    pub fn begin_handshake(self: &Arc<Self>, ip: IpAddr) -> Result<HandshakeSlot, Refusal> {
+    pub(crate) fn begin_handshake(self: &Arc<Self>, ip: IpAddr) -> Result<HandshakeSlot, Refusal> {
         let before = self.in_progress.fetch_add(1, Ordering::AcqRel);
         let slot = HandshakeSlot {
             admission: self.clone(),
@@ -135,7 +133,8 @@ impl Admission {
     }
 
     /// Addresses whose handshake rate is tracked now.
-    pub fn tracked_ips(&self) -> usize {
+    #[cfg(test)]
+    fn tracked_ips(&self) -> usize {
         self.handshakes
             .as_ref()
             .and_then(|(_, l)| l.read().ok().map(|l| l.len()))
@@ -144,7 +143,7 @@ impl Admission {
 
     /// Whether a browser from `origin` may connect. Requests without an
     /// `Origin` header do not come from a browser page and pass.
-    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+    pub(crate) fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {
             None => true,
             Some(_) if self.origins.is_empty() => true,
@@ -156,7 +155,7 @@ impl Admission {
     }
 
     /// Counts a connection against its address.
-    pub fn admit_ip(self: &Arc<Self>, ip: IpAddr) -> Result<Option<IpSlot>, Refusal> {
+    pub(crate) fn admit_ip(self: &Arc<Self>, ip: IpAddr) -> Result<Option<IpSlot>, Refusal> {
         if self.max_per_ip == 0 {
             return Ok(None);
         }

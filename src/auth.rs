@@ -65,7 +65,7 @@ pub enum KeyError {
 /// Why a token was refused. The text goes into the 401 body and the error
 /// reply of a refresh; it never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("a token is required")]
     Missing,
     #[error("token expired")]
@@ -117,7 +117,7 @@ struct Claims {
 
 /// What an operation needs permission for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Subscribe, and read history.
     Subscribe,
     Publish,
@@ -126,7 +126,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Action::Subscribe => "subscribe",
             Action::Publish => "publish",
@@ -137,7 +137,7 @@ impl Action {
 
 /// Which rooms a connection may act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Grants {
+pub(crate) enum Grants {
     /// Authentication is off: every room, every action.
     All,
     /// Per action, the room patterns allowed.
@@ -149,7 +149,7 @@ pub enum Grants {
 }
 
 impl Grants {
-    pub fn allows(&self, action: Action, room: &str) -> bool {
+    pub(crate) fn allows(&self, action: Action, room: &str) -> bool {
         let patterns = match self {
             Grants::All => return true,
             Grants::Patterns {
@@ -168,7 +168,7 @@ impl Grants {
 
 /// A connection's identity, from its token (or anonymous).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The token's `sub`; empty for anonymous connections.
     pub user: String,
     pub roles: Vec<String>,
@@ -179,7 +179,7 @@ pub struct Identity {
 
 impl Identity {
     /// Everything allowed: authentication is off.
-    pub fn unrestricted() -> Identity {
+    pub(crate) fn unrestricted() -> Identity {
         Identity {
             user: String::new(),
             roles: Vec::new(),
@@ -190,7 +190,7 @@ impl Identity {
 
     /// An anonymous connection on a node with keys: subscribe and presence
     /// in the `anonymous_rooms`, never publish.
-    pub fn anonymous(rooms: &[Glob]) -> Identity {
+    pub(crate) fn anonymous(rooms: &[Glob]) -> Identity {
         Identity {
             user: String::new(),
             roles: Vec::new(),
@@ -203,12 +203,12 @@ impl Identity {
         }
     }
 
-    pub fn has_role(&self, role: &str) -> bool {
+    pub(crate) fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
 
     /// How long until the token expires (zero if it has).
-    pub fn expires_in(&self) -> Option<Duration> {
+    pub(crate) fn expires_in(&self) -> Option<Duration> {
         self.expires_at.map(|at| {
             at.duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
@@ -217,7 +217,7 @@ impl Identity {
 }
 
 /// Checks tokens with the configured key and rules.
-pub struct Verifier {
+pub(crate) struct Verifier {
     key: DecodingKey,
     validation: Validation,
     /// Added to `exp` for the connection's deadline, as for the check.
@@ -235,7 +235,7 @@ impl std::fmt::Debug for Verifier {
 
 /// What the verifier needs from the configuration.
 #[derive(Debug, Clone)]
-pub struct VerifierConfig {
+pub(crate) struct VerifierConfig {
     pub algorithm: JwtAlgorithm,
     pub secret: String,
     pub public_key: String,
@@ -246,7 +246,7 @@ pub struct VerifierConfig {
 
 impl Verifier {
     /// `None` when no key is configured: authentication is off.
-    pub fn from_config(config: &VerifierConfig) -> Result<Option<Verifier>, KeyError> {
+    pub(crate) fn from_config(config: &VerifierConfig) -> Result<Option<Verifier>, KeyError> {
         if config.secret.is_empty() && config.public_key.is_empty() {
             return Ok(None);
         }
@@ -316,7 +316,7 @@ impl Verifier {
     }
 
     /// The identity a token proves.
-    pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
@@ -348,11 +348,11 @@ impl Verifier {
 
 /// The subprotocol entry that carries a token, for browsers that cannot set
 /// headers: `roomcast.jwt.<token>` beside the codec's entry.
-pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "roomcast.jwt.";
+pub(crate) const TOKEN_SUBPROTOCOL_PREFIX: &str = "roomcast.jwt.";
 
 /// Finds the token of a handshake: `Authorization: Bearer`, then the `token`
 /// query parameter, then a `roomcast.jwt.` subprotocol entry.
-pub fn token_from_request<B>(req: &hyper::Request<B>) -> Option<String> {
+pub(crate) fn token_from_request<B>(req: &hyper::Request<B>) -> Option<String> {
     use hyper::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
     // Another scheme (e.g. Basic, for a proxy) does not hide a token
     // given in the query or a subprotocol entry.

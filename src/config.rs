@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::auth::JwtAlgorithm;
-use crate::limits::SlowConsumerPolicy;
-use crate::rules::{RoomOptions, RoomRules};
+pub use crate::auth::JwtAlgorithm;
+pub use crate::limits::SlowConsumerPolicy;
+use crate::limits::{Limits, OutboundLimits};
+use crate::rules::{RoomOptions, RoomPolicy};
+pub use crate::rules::{RoomRule, RoomRules};
 
 /// A setting that could not be used; the message names it.
 #[derive(Debug, thiserror::Error)]
@@ -378,16 +380,35 @@ impl Config {
 
     /// The options of `room`: the first matching `rooms` rule over the flat defaults.
     pub fn room_options(&self, room: &str) -> RoomOptions {
-        self.rooms.resolve(room, self.default_room_options())
+        self.room_policy().options(room)
     }
 
-    /// The options of a room no `rooms` rule matches.
-    pub fn default_room_options(&self) -> RoomOptions {
-        RoomOptions {
+    /// The rules and flat defaults that decide every room's options.
+    pub(crate) fn room_policy(&self) -> RoomPolicy {
+        let defaults = RoomOptions {
             history_size: self.history_size,
             history_ttl: self.history_ttl,
             presence: self.presence,
             join_leave: self.presence && self.join_leave,
+        };
+        RoomPolicy::new(self.rooms.clone(), defaults)
+    }
+
+    /// The per-connection bounds, as the hot path reads them.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_message_size: self.max_message_size,
+            max_fragments: self.max_fragments,
+            max_rooms_per_connection: self.max_rooms_per_connection,
+            outbound: OutboundLimits {
+                max_bytes: self.outbound_max_bytes,
+                max_messages: self.outbound_max_messages,
+                max_age: self.outbound_max_age,
+                policy: self.slow_consumer,
+            },
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            close_timeout: self.close_timeout,
         }
     }
 

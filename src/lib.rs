@@ -6,52 +6,76 @@
 //! connection by subprotocol.
 //!
 //! ## Layout, in the order a message travels
-//! 1. [`config`], [`limits`]: every setting, bound and policy.
-//! 2. [`runtime`]: one thread per core, each with its own tokio runtime.
-//! 3. [`transport`]: the per-core `SO_REUSEPORT` listener, the HTTP upgrade,
-//!    the session (the connection loop) and its bounded outbound queue.
+//! 1. [`config`]: every setting with its default; `limits` holds every
+//!    bound (configurable or fixed) in one place, and `node` what all
+//!    cores share.
+//! 2. `runtime`: one named thread per core, each with its own tokio
+//!    runtime; starts the cores whole or not at all, and stops them.
+//! 3. `transport`: sockets only. The per-core `SO_REUSEPORT` listener,
+//!    TLS, the HTTP upgrade (`admission` and `auth` check it), and the
+//!    WebSocket session: it reads frames, reassembles, decodes, checks, and
+//!    calls its member; its writer drains the member's outbound queue.
 //! 4. [`protocol`]: envelopes, the two codecs, the shared outgoing frames.
-//! 5. [`router`]: a room's home core, the messages and bounded queues
-//!    between cores, the home side (sequence + encode once), and the shard
-//!    of local subscribers (fan-out).
-//! 6. [`engine`]: sequencing, history, idempotency and presence, behind a
-//!    trait (in memory now; Redis later), with per-room options from [`rules`].
-//! 7. [`metrics`], the counters.
-//! 8. [`client`], a small async Rust client.
+//! 5. `router`: the member handle (one client's membership), the bounded
+//!    queues between cores, the per-core driver, the home side of a room
+//!    (a state machine that completes each room's steps in order), and the
+//!    shard of local subscribers (fan-out into outbound queues).
+//! 6. `engine`: sequencing, history, idempotency and presence behind an
+//!    asynchronous-capable, fallible trait (in memory now; Redis next), with
+//!    per-room options from `rules`.
+//! 7. `metrics`: the per-core counters.
+//! 8. [`client`]: an async Rust client that survives reconnects.
 //!
 //! ## Life of a publication
-//! 1. A core's listener accepts the socket; [`transport::http`] upgrades it
-//!    and picks the codec.
-//! 2. [`transport::session`] reads a frame (fastwebsockets), reassembles
-//!    fragments within the limits, and decodes the envelope zero-copy: the
-//!    payload (and, in MessagePack, the room name) is a slice of the received
-//!    buffer.
-//! 3. The session hands the publication to the room's home core
-//!    ([`router::home_core`]) through that core's bounded `publishes` queue;
-//!    if it is full, the session stops reading until there is room.
-//! 4. The home core sequences it ([`engine::Engine`]) and builds the
-//!    outgoing WebSocket frame once per codec in use ([`protocol::frame`]).
-//! 5. It fans the shared frame out to its own subscribers and posts it to
-//!    each other core with subscribers of the room.
+//! 1. A core's listener accepts the socket; `transport::http` upgrades it,
+//!    picks the codec, and creates the connection's member.
+//! 2. The session reads a frame (fastwebsockets), reassembles fragments
+//!    within the limits, and decodes the envelope zero-copy: the payload
+//!    (and, in MessagePack, the room name) is a slice of the received buffer.
+//! 3. It checks the publish against the connection's grants and rate, then
+//!    calls `Member::publish`, which hands it to the room's home core
+//!    through that core's bounded `publishes` queue; if it is full, the
+//!    session stops reading until there is room.
+//! 4. The home core's driver begins the step in its `Home` and starts the
+//!    engine's operation; when the answer comes (at once, from memory) the
+//!    home sequences the publication and builds the outgoing WebSocket frame
+//!    once per format in use.
+//! 5. It fans the shared frame out to its own shard and posts it to each
+//!    other core with subscribers of the room; the ack goes back to the
+//!    publisher's core.
 //! 6. Each of those cores pushes a reference to the same bytes into each
-//!    local subscriber's bounded queue ([`router::shard`]); a full queue
+//!    local subscriber's bounded queue (`router::shard`); a full queue
 //!    triggers the slow-consumer policy.
 //! 7. Each session's writer drains its queue in one vectored write.
 //!
 //! docs/ARCHITECTURE.md tells the same story with the invariants.
 
-pub mod admission;
-pub mod auth;
-pub mod client;
 pub mod config;
-pub mod engine;
-pub mod limits;
-pub mod metrics;
-pub mod protocol;
-pub mod router;
-pub mod rules;
-pub mod runtime;
-pub mod transport;
+mod limits;
+mod node;
+mod runtime;
 
+mod admission;
+mod auth;
+mod transport;
+
+pub mod protocol;
+
+mod router;
+
+mod engine;
+mod rules;
+
+mod metrics;
+
+pub mod client;
+
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod hooks;
+
+pub use auth::KeyError;
 pub use config::Config;
+pub use metrics::StatsSnapshot;
 pub use runtime::{run, Server, StartError};
+pub use transport::tls::TlsError;

@@ -1,11 +1,24 @@
-//! Every bound and policy a connection lives under, in one place, copied out
-//! of [`Config`] once so the hot path reads plain fields.
+//! Every bound and policy, in one place: the configurable ones (copied out
+//! of the configuration once, by `Config::limits`, so the hot path reads
+//! plain fields) and the fixed ones, each with its value and the reason for
+//! it. The settings table in `config.rs` documents the configurable ones
+//! with their defaults; the README repeats both lists.
+//!
+//! Queues and their bounds, end to end:
+//! * a core's three inboxes (`publishes`, and events to and from homes):
+//!   `core_queue_capacity` messages each;
+//! * a core's overflow of events that found an inbox full: at most one
+//!   delivery per destination core per publication, because the core takes
+//!   no new publication while it holds any;
+//! * a connection's outbound queue: `outbound_max_bytes`,
+//!   `outbound_max_messages`, `outbound_max_age`, then `slow_consumer`;
+//! * a connection's pending pongs: [`MAX_PENDING_PONGS`];
+//! * a room's operations waiting for the engine: one per request in flight,
+//!   and each connection has at most one request in flight.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
-
-use crate::config::Config;
 
 /// What to do with a subscriber whose outbound queue is full (by bytes,
 /// messages or age of its oldest message). Never silent: both outcomes are
@@ -70,40 +83,64 @@ pub mod close_code {
 
 /// Per-connection bounds, copied from the config.
 #[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_message_size: usize,
-    pub max_fragments: usize,
-    pub max_rooms_per_connection: usize,
-    pub outbound: OutboundLimits,
-    pub ping_interval: Duration,
-    pub pong_timeout: Duration,
-    pub close_timeout: Duration,
+pub(crate) struct Limits {
+    pub(crate) max_message_size: usize,
+    pub(crate) max_fragments: usize,
+    pub(crate) max_rooms_per_connection: usize,
+    pub(crate) outbound: OutboundLimits,
+    pub(crate) ping_interval: Duration,
+    pub(crate) pong_timeout: Duration,
+    pub(crate) close_timeout: Duration,
 }
 
 /// Bounds of one subscriber's outbound queue and what happens past them.
 #[derive(Debug, Clone, Copy)]
-pub struct OutboundLimits {
-    pub max_bytes: usize,
-    pub max_messages: usize,
-    pub max_age: Duration,
-    pub policy: SlowConsumerPolicy,
+pub(crate) struct OutboundLimits {
+    pub(crate) max_bytes: usize,
+    pub(crate) max_messages: usize,
+    pub(crate) max_age: Duration,
+    pub(crate) policy: SlowConsumerPolicy,
 }
 
-impl Limits {
-    pub fn from_config(config: &Config) -> Limits {
-        Limits {
-            max_message_size: config.max_message_size,
-            max_fragments: config.max_fragments,
-            max_rooms_per_connection: config.max_rooms_per_connection,
-            outbound: OutboundLimits {
-                max_bytes: config.outbound_max_bytes,
-                max_messages: config.outbound_max_messages,
-                max_age: config.outbound_max_age,
-                policy: config.slow_consumer,
-            },
-            ping_interval: config.ping_interval,
-            pong_timeout: config.pong_timeout,
-            close_timeout: config.close_timeout,
-        }
-    }
-}
+/// Frames handed to one vectored write, at most (below `IOV_MAX`, 1024).
+pub(crate) const WRITE_BATCH_FRAMES: usize = 512;
+
+/// Bytes handed to one vectored write, about: enough to fill a socket's
+/// send buffer in one call, small enough to keep the heartbeat on time.
+pub(crate) const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// Unsent answers to pings kept per connection. RFC 6455 lets a server
+/// answer only the latest ping, so a ping flood replaces the oldest and
+/// costs no memory.
+pub(crate) const MAX_PENDING_PONGS: usize = 16;
+
+/// Inbox messages a core's driver handles before it lets the core's
+/// sessions run again: long enough to amortise a wake-up, short enough that
+/// a busy home does not starve its own connections.
+pub(crate) const DRIVER_BATCH: usize = 256;
+
+/// How often a home drops expired history and idempotency keys and forgets
+/// unused rooms. Expiry is checked again when a room is touched, so this
+/// only bounds the memory of rooms nobody touches.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Listen backlog of each core's socket: a burst of connects waits in the
+/// kernel instead of being refused.
+pub(crate) const LISTEN_BACKLOG: i32 = 4096;
+
+/// Pause after a failed `accept` (out of file descriptors, typically),
+/// doubled per failure up to [`ACCEPT_BACKOFF_MAX`], reset by a success.
+pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long an early refusal (503, 429 before the request is read) may
+/// take to write before the socket is dropped.
+pub(crate) const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// While draining, how often a core looks again for its last sessions
+/// even when no mail wakes it.
+pub(crate) const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// A core that is still draining this long after `drain_period` plus
+/// `close_timeout` stops anyway.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);

@@ -12,8 +12,8 @@ macro_rules! counters {
         /// One core's counters.
         #[derive(Debug, Default)]
         #[repr(align(128))]
-        pub struct CoreCounters {
-            $( $(#[doc = $doc])+ pub $name: AtomicU64, )+
+        pub(crate) struct CoreCounters {
+            $( $(#[doc = $doc])+ pub(crate) $name: AtomicU64, )+
         }
 
         /// The node's counters, summed over cores.
@@ -80,57 +80,58 @@ counters! {
 }
 
 /// Adds `n` to a counter.
-pub fn add(counter: &AtomicU64, n: u64) {
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Subtracts `n` from a gauge.
-pub fn sub(counter: &AtomicU64, n: u64) {
+pub(crate) fn sub(counter: &AtomicU64, n: u64) {
     counter.fetch_sub(n, Ordering::Relaxed);
 }
 
 /// One core's counters, as a handle per-connection state can keep.
 #[derive(Debug, Clone)]
-pub struct CoreStats {
+pub(crate) struct CoreStats {
     stats: Arc<Stats>,
     core: usize,
 }
 
 impl CoreStats {
-    pub fn new(stats: Arc<Stats>, core: usize) -> CoreStats {
+    pub(crate) fn new(stats: Arc<Stats>, core: usize) -> CoreStats {
         CoreStats { stats, core }
     }
 
     /// Counters of their own, for tests of a single queue.
-    pub fn detached() -> CoreStats {
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn detached() -> CoreStats {
         CoreStats::new(Arc::new(Stats::new(1)), 0)
     }
 
-    pub fn counters(&self) -> &CoreCounters {
+    pub(crate) fn counters(&self) -> &CoreCounters {
         self.stats.core(self.core)
     }
 }
 
 /// Every core's counters.
 #[derive(Debug)]
-pub struct Stats {
+pub(crate) struct Stats {
     cores: Box<[CoreCounters]>,
 }
 
 impl Stats {
-    pub fn new(workers: usize) -> Stats {
+    pub(crate) fn new(workers: usize) -> Stats {
         Stats {
             cores: (0..workers).map(|_| CoreCounters::default()).collect(),
         }
     }
 
     /// The counters core `n` writes.
-    pub fn core(&self, n: usize) -> &CoreCounters {
+    pub(crate) fn core(&self, n: usize) -> &CoreCounters {
         &self.cores[n]
     }
 
     /// The sum over all cores, now.
-    pub fn snapshot(&self) -> StatsSnapshot {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
         let mut total = StatsSnapshot::default();
         for core in self.cores.iter() {
             total.add(core);

@@ -186,6 +186,26 @@ impl RoomRules {
     }
 }
 
+/// Which options each room gets: the rules over the flat defaults. The one
+/// place a room's options are decided: the node builds it once from the
+/// configuration, and the member checks and every core's engine ask it.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomPolicy {
+    rules: RoomRules,
+    defaults: RoomOptions,
+}
+
+impl RoomPolicy {
+    pub(crate) fn new(rules: RoomRules, defaults: RoomOptions) -> RoomPolicy {
+        RoomPolicy { rules, defaults }
+    }
+
+    /// The options of `room`: the first matching rule over the defaults.
+    pub(crate) fn options(&self, room: &str) -> RoomOptions {
+        self.rules.resolve(room, self.defaults)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,12 +4,13 @@
 //! old one learns it must reload instead of silently missing messages.
 
 use std::collections::VecDeque;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 
-use super::{EngineConfig, EngineError, Published, Recovery};
+use super::{Answer, Engine, EngineConfig, EngineError, Op, Outcome, Published, Recovery, Ticket};
 use crate::protocol::{
     ClientInfo, Epoch, HistoryPage, HistoryQuery, IdempotencyKey, Offset, PresenceCounts,
     Publication, RoomName, StreamPosition,
@@ -55,7 +56,7 @@ impl Room {
         }
     }
 
-    fn position(&self) -> StreamPosition {
+    pub(crate) fn position(&self) -> StreamPosition {
         StreamPosition {
             epoch: self.epoch.clone(),
             offset: self.offset,
@@ -89,14 +90,14 @@ impl Room {
     }
 }
 
-/// Room state in this core's memory.
-pub struct MemoryEngine {
+/// Room state in this core's memory. Every answer is immediate.
+pub(crate) struct MemoryEngine {
     config: EngineConfig,
     rooms: HashMap<RoomName, Room>,
 }
 
 impl MemoryEngine {
-    pub fn new(config: EngineConfig) -> MemoryEngine {
+    pub(crate) fn new(config: EngineConfig) -> MemoryEngine {
         MemoryEngine {
             config,
             rooms: HashMap::new(),
@@ -105,7 +106,7 @@ impl MemoryEngine {
 
     fn room(&mut self, name: &RoomName, now: Instant) -> &mut Room {
         if !self.rooms.contains_key(name) {
-            let options = self.config.options(name);
+            let options = self.config.rooms.options(name.as_str());
             self.rooms.insert(name.detached(), Room::new(options));
         }
         let room = self
@@ -124,12 +125,42 @@ impl MemoryEngine {
     }
 }
 
-impl super::Engine for MemoryEngine {
-    fn options(&mut self, room: &RoomName, now: Instant) -> RoomOptions {
-        self.room(room, now).options
+impl Engine for MemoryEngine {
+    fn start(&mut self, _: Ticket, room: &RoomName, op: Op, now: Instant) -> Option<Outcome> {
+        Some(match op {
+            Op::Publish { data, key } => Ok(Answer::Published(self.publish(
+                room,
+                &data,
+                key.as_ref(),
+                now,
+            ))),
+            Op::Position => Ok(Answer::Position(self.position(room, now))),
+            Op::Recover { from } => Ok(Answer::Recovery(self.recover(room, &from, now))),
+            Op::History { query, max_page } => self
+                .history(room, query, max_page, now)
+                .map(Answer::History),
+            Op::Join(info) => Ok(Answer::Joined(self.join(room, info, now))),
+            Op::Leave { client } => Ok(Answer::Left(self.leave(room, &client))),
+            Op::Presence => self.presence(room, now).map(Answer::Presence),
+            Op::PresenceStats => self.presence_stats(room, now).map(Answer::PresenceStats),
+        })
     }
 
-    fn publish(
+    fn poll_answers(&mut self, _: &mut Context<'_>, _: &mut Vec<(Ticket, Outcome)>) -> Poll<()> {
+        Poll::Pending
+    }
+
+    fn sweep(&mut self, now: Instant, in_use: &dyn Fn(&RoomName) -> bool) {
+        self.rooms.retain(|name, room| {
+            room.trim(now);
+            !room.keeps_nothing() || in_use(name)
+        });
+    }
+}
+
+/// The operations, each answered at once.
+impl MemoryEngine {
+    pub(crate) fn publish(
         &mut self,
         name: &RoomName,
         data: &[u8],
@@ -182,11 +213,11 @@ impl super::Engine for MemoryEngine {
         }
     }
 
-    fn position(&mut self, room: &RoomName, now: Instant) -> StreamPosition {
+    pub(crate) fn position(&mut self, room: &RoomName, now: Instant) -> StreamPosition {
         self.room(room, now).position()
     }
 
-    fn recover(&mut self, name: &RoomName, from: &StreamPosition, now: Instant) -> Recovery {
+    pub(crate) fn recover(&mut self, name: &RoomName, from: &StreamPosition, now: Instant) -> Recovery {
         let room = self.room(name, now);
         let position = room.position();
         if from.epoch != room.epoch || from.offset > room.offset {
@@ -218,7 +249,7 @@ impl super::Engine for MemoryEngine {
         }
     }
 
-    fn history(
+    pub(crate) fn history(
         &mut self,
         name: &RoomName,
         query: HistoryQuery,
@@ -267,7 +298,7 @@ impl super::Engine for MemoryEngine {
         })
     }
 
-    fn join(&mut self, name: &RoomName, info: ClientInfo, now: Instant) -> bool {
+    pub(crate) fn join(&mut self, name: &RoomName, info: ClientInfo, now: Instant) -> bool {
         let room = self.room(name, now);
         if !room.options.presence {
             return false;
@@ -275,11 +306,11 @@ impl super::Engine for MemoryEngine {
         room.presence.insert(info.client.clone(), info).is_none()
     }
 
-    fn leave(&mut self, name: &RoomName, client: &str) -> Option<ClientInfo> {
+    pub(crate) fn leave(&mut self, name: &RoomName, client: &str) -> Option<ClientInfo> {
         self.rooms.get_mut(name)?.presence.remove(client)
     }
 
-    fn presence(&mut self, name: &RoomName, now: Instant) -> Result<Vec<ClientInfo>, EngineError> {
+    pub(crate) fn presence(&mut self, name: &RoomName, now: Instant) -> Result<Vec<ClientInfo>, EngineError> {
         let room = self.room(name, now);
         if !room.options.presence {
             return Err(Self::not_enabled(name, "presence"));
@@ -289,7 +320,7 @@ impl super::Engine for MemoryEngine {
         Ok(clients)
     }
 
-    fn presence_stats(
+    pub(crate) fn presence_stats(
         &mut self,
         name: &RoomName,
         now: Instant,
@@ -312,13 +343,8 @@ impl super::Engine for MemoryEngine {
         })
     }
 
-    fn sweep(&mut self, now: Instant, in_use: &dyn Fn(&RoomName) -> bool) {
-        self.rooms.retain(|name, room| {
-            room.trim(now);
-            !room.keeps_nothing() || in_use(name)
-        });
-    }
-
+    /// Rooms with state.
+    #[cfg(test)]
     fn room_count(&self) -> usize {
         self.rooms.len()
     }
@@ -330,17 +356,19 @@ mod tests {
 
     use super::*;
     use crate::engine::Engine;
-    use crate::rules::RoomRules;
+    use crate::rules::{RoomPolicy, RoomRules};
 
     fn engine(history_size: usize, ttl: Duration) -> MemoryEngine {
         MemoryEngine::new(EngineConfig {
-            rules: RoomRules::default(),
-            defaults: RoomOptions {
-                history_size,
-                history_ttl: ttl,
-                presence: true,
-                join_leave: true,
-            },
+            rooms: RoomPolicy::new(
+                RoomRules::default(),
+                RoomOptions {
+                    history_size,
+                    history_ttl: ttl,
+                    presence: true,
+                    join_leave: true,
+                },
+            ),
             idempotency_window: Duration::from_secs(60),
             idempotency_max_keys: 2,
         })

@@ -1,37 +1,110 @@
-//! The engine: what a room's home core asks of a room's state. It assigns
-//! offsets, keeps history and idempotency keys, answers recovery and
-//! history requests, and tracks presence.
+//! The engine: the store of every room's state. It assigns offsets, keeps
+//! history and idempotency keys, answers recovery and history requests, and
+//! tracks presence.
 //!
-//! Everything a Redis-backed engine must provide for several nodes to keep
-//! the same guarantees sits behind [`Engine`]; routing and fan-out never look
-//! at room state directly. An engine instance belongs to one core and is only
-//! asked about rooms whose home is that core, so it needs no locks.
+//! A room's home core asks it through [`Engine`], one operation at a time,
+//! and nothing else ever looks at room state. The boundary is shaped for an
+//! engine that answers *later* and can *fail* (Redis: a network round trip,
+//! a lost connection, a timeout) as well as for one that answers at once
+//! (memory):
+//! * [`Engine::start`] begins an operation under a [`Ticket`] and returns
+//!   the answer when it has it already, or `None`;
+//! * [`Engine::poll_answers`] hands over answers that came later, in any
+//!   order;
+//! * operations on one room **take effect in the order they were started**
+//!   (their answers may still come back in another order). The home relies
+//!   on this and on nothing else: it applies answers in each room's order
+//!   itself (see `router::home`).
+//!
+//! An engine instance belongs to one core and is only asked about rooms
+//! whose home is that core, so it needs no locks.
 
-pub mod memory;
+mod memory;
+#[cfg(feature = "test-hooks")]
+pub(crate) mod slow;
 
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use crate::protocol::{
-    ClientInfo, HistoryPage, HistoryQuery, IdempotencyKey, PresenceCounts, Publication, RoomName,
+    ClientInfo, ErrorCode, HistoryPage, HistoryQuery, IdempotencyKey, PresenceCounts, Publication, RoomName,
     StreamPosition,
 };
-use crate::rules::RoomOptions;
+use crate::rules::RoomPolicy;
 
-pub use memory::MemoryEngine;
+pub(crate) use memory::MemoryEngine;
+
+/// Names one started operation, so its answer finds its way back. Unique
+/// per core for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Ticket(pub(crate) u64);
+
+/// One operation on a room's state.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// Sequence (and store, when the room keeps history) one publication,
+    /// unless `key` was seen within the idempotency window.
+    Publish {
+        data: Bytes,
+        key: Option<IdempotencyKey>,
+    },
+    /// The room's epoch and last offset.
+    Position,
+    /// Every publication after `from`, if the epoch matches and history
+    /// still holds them all.
+    Recover { from: StreamPosition },
+    /// A page of history, at most `max_page` publications.
+    History {
+        query: HistoryQuery,
+        max_page: usize,
+    },
+    /// Add a connection to the room's presence.
+    Join(ClientInfo),
+    /// Remove a connection from the room's presence.
+    Leave { client: String },
+    /// Who is in the room, earliest joined first.
+    Presence,
+    /// How many are in the room.
+    PresenceStats,
+}
+
+/// The answer to an [`Op`], variant for variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Published(Published),
+    Position(StreamPosition),
+    Recovery(Recovery),
+    History(HistoryPage),
+    /// Whether the connection was not there before.
+    Joined(bool),
+    /// The entry removed, if the connection was there.
+    Left(Option<ClientInfo>),
+    Presence(Vec<ClientInfo>),
+    PresenceStats(PresenceCounts),
+    /// Not an engine's answer: the outcome of a home step that asks the
+    /// engine nothing (a core's disinterest), so that it too completes in
+    /// the room's order.
+    Nothing,
+}
+
+/// An operation's outcome.
+pub(crate) type Outcome = Result<Answer, EngineError>;
 
 /// The outcome of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
+pub(crate) struct Published {
     /// The room's epoch and the publication's offset (for a duplicate: the
     /// offset the first publication with the key was given).
-    pub position: StreamPosition,
+    pub(crate) position: StreamPosition,
     /// The idempotency key was seen within the window: nothing was published.
-    pub duplicate: bool,
+    pub(crate) duplicate: bool,
 }
 
 /// The answer to a subscribe with `recover`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recovery {
+pub(crate) enum Recovery {
     /// The same epoch, and history holds every publication after the
     /// client's offset: here they are, oldest first, up to `position`.
     Recovered {
@@ -42,100 +115,99 @@ pub enum Recovery {
     Refused { position: StreamPosition },
 }
 
-impl Recovery {
-    /// The room's position when recovery was decided.
-    pub fn position(&self) -> &StreamPosition {
+/// Why an engine could not answer. Each variant maps to one error reply
+/// (`protocol::ErrorCode`): `NotEnabled` to 106, the others to 110.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum EngineError {
+    /// The room's options do not keep what was asked for.
+    #[error("room {room} keeps no {what}")]
+    NotEnabled { room: String, what: &'static str },
+    /// The store cannot be reached now. Nothing was done.
+    #[error("the room store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer in time. The operation may or may not have
+    /// taken effect: a publish retried under its idempotency key is safe.
+    /// (Made by the test engine today and by a networked engine next; the
+    /// memory engine never times out.)
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    #[error("the room store did not answer in time")]
+    Timeout,
+}
+
+impl EngineError {
+    /// The error reply that reports it.
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
-            Recovery::Recovered { position, .. } | Recovery::Refused { position } => position,
+            EngineError::NotEnabled { .. } => ErrorCode::NotEnabled,
+            EngineError::Unavailable(_) | EngineError::Timeout => ErrorCode::Unavailable,
         }
+    }
+
+    /// The whole error reply.
+    pub(crate) fn outcome(&self) -> crate::protocol::Outcome {
+        crate::protocol::Outcome::error(self.code(), self.to_string())
     }
 }
 
-/// Why an engine could not answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EngineError {
-    #[error("room {room} keeps no {what}")]
-    NotEnabled { room: String, what: &'static str },
-}
-
 /// A room's state store, as its home core sees it.
-pub trait Engine {
-    /// The options `room` resolved to when its state was created.
-    fn options(&mut self, room: &RoomName, now: Instant) -> RoomOptions;
+pub(crate) trait Engine {
+    /// Begins `op` on `room`. Returns the outcome when it is known at once;
+    /// otherwise the outcome comes later from [`Engine::poll_answers`] under
+    /// the same ticket. Operations on one room take effect in the order
+    /// they are started.
+    fn start(&mut self, ticket: Ticket, room: &RoomName, op: Op, now: Instant) -> Option<Outcome>;
 
-    /// Sequences one publication (storing it when the room keeps history),
-    /// unless `key` was seen within the idempotency window.
-    fn publish(
-        &mut self,
-        room: &RoomName,
-        data: &[u8],
-        key: Option<&IdempotencyKey>,
-        now: Instant,
-    ) -> Published;
-
-    /// The room's epoch and last offset.
-    fn position(&mut self, room: &RoomName, now: Instant) -> StreamPosition;
-
-    /// Every publication after `from`, if the epoch matches and history
-    /// still holds them all.
-    fn recover(&mut self, room: &RoomName, from: &StreamPosition, now: Instant) -> Recovery;
-
-    /// A page of history, at most `max_page` publications.
-    fn history(
-        &mut self,
-        room: &RoomName,
-        query: HistoryQuery,
-        max_page: usize,
-        now: Instant,
-    ) -> Result<HistoryPage, EngineError>;
-
-    /// Adds a connection to the room's presence; false if it was there.
-    fn join(&mut self, room: &RoomName, info: ClientInfo, now: Instant) -> bool;
-
-    /// Removes a connection from the room's presence, returning its entry.
-    fn leave(&mut self, room: &RoomName, client: &str) -> Option<ClientInfo>;
-
-    /// Who is in the room, earliest joined first.
-    fn presence(&mut self, room: &RoomName, now: Instant) -> Result<Vec<ClientInfo>, EngineError>;
-
-    /// How many are in the room.
-    fn presence_stats(
-        &mut self,
-        room: &RoomName,
-        now: Instant,
-    ) -> Result<PresenceCounts, EngineError>;
+    /// Moves the outcomes that arrived since the last call into `out`, in
+    /// any order. Pending (and remembers the waker) when there are none.
+    fn poll_answers(&mut self, cx: &mut Context<'_>, out: &mut Vec<(Ticket, Outcome)>)
+        -> Poll<()>;
 
     /// Drops what has expired (history, idempotency keys) and forgets rooms
     /// that keep nothing and that `in_use` says nobody subscribes to; such a
     /// room comes back with a new epoch.
     fn sweep(&mut self, now: Instant, in_use: &dyn Fn(&RoomName) -> bool);
-
-    /// Rooms with state (for tests and stats).
-    fn room_count(&self) -> usize;
 }
 
 /// What an engine needs from the configuration.
 #[derive(Debug, Clone)]
-pub struct EngineConfig {
-    pub rules: crate::rules::RoomRules,
-    /// Options of rooms no rule matches.
-    pub defaults: RoomOptions,
-    pub idempotency_window: std::time::Duration,
-    pub idempotency_max_keys: usize,
+pub(crate) struct EngineConfig {
+    /// Decides each room's options when its state is created.
+    pub(crate) rooms: RoomPolicy,
+    pub(crate) idempotency_window: std::time::Duration,
+    pub(crate) idempotency_max_keys: usize,
 }
 
 impl EngineConfig {
-    pub fn from_config(config: &crate::Config) -> EngineConfig {
+    pub(crate) fn from_config(config: &crate::Config) -> EngineConfig {
         EngineConfig {
-            rules: config.rooms.clone(),
-            defaults: config.default_room_options(),
+            rooms: config.room_policy(),
             idempotency_window: config.idempotency_window,
             idempotency_max_keys: config.idempotency_max_keys,
         }
     }
+}
 
-    /// The options of `room`.
-    pub fn options(&self, room: &RoomName) -> RoomOptions {
-        self.rules.resolve(room.as_str(), self.defaults)
+/// Which engine a node's cores run.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum EngineKind {
+    /// Each home core keeps its rooms in its own memory.
+    #[default]
+    Memory,
+    /// The memory engine behind random delays and a switch that makes it
+    /// unavailable, for the project's own tests.
+    #[cfg(feature = "test-hooks")]
+    Slow(slow::SlowOptions),
+}
+
+impl EngineKind {
+    /// A fresh engine for one core.
+    pub(crate) fn build(&self, config: EngineConfig) -> Box<dyn Engine> {
+        match self {
+            EngineKind::Memory => Box::new(MemoryEngine::new(config)),
+            #[cfg(feature = "test-hooks")]
+            EngineKind::Slow(options) => {
+                Box::new(slow::SlowEngine::new(MemoryEngine::new(config), options))
+            }
+        }
     }
 }

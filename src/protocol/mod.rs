@@ -6,6 +6,8 @@
 //! a publish crosses cores without its payload being copied. The only copy of a payload is into
 //! the outgoing frame, once per publication and codec ([`frame`]).
 
+pub use crate::limits::close_code;
+
 pub mod frame;
 pub mod msgpack;
 pub mod proto;
@@ -403,10 +405,14 @@ pub enum ErrorCode {
     InvalidToken,
     /// Over the connection's publish rate.
     RateLimited,
+    /// The room store could not do it now (unreachable, or no answer in
+    /// time). A publish answered this way was not acknowledged: retry it
+    /// under the same idempotency key.
+    Unavailable,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 10] = [
+    const ALL: [ErrorCode; 11] = [
         ErrorCode::UnknownOperation,
         ErrorCode::InvalidField,
         ErrorCode::InvalidRoom,
@@ -417,6 +423,7 @@ impl ErrorCode {
         ErrorCode::PermissionDenied,
         ErrorCode::InvalidToken,
         ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
     ];
 
     /// The number on the wire.
@@ -432,6 +439,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => 107,
             ErrorCode::InvalidToken => 108,
             ErrorCode::RateLimited => 109,
+            ErrorCode::Unavailable => 110,
         }
     }
 
@@ -446,6 +454,16 @@ impl ErrorCode {
 pub struct Reply {
     pub id: RequestId,
     pub outcome: Outcome,
+}
+
+impl Outcome {
+    /// A coded failure.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Outcome {
+        Outcome::Error {
+            code: code.code(),
+            message: message.into(),
+        }
+    }
 }
 
 /// A success with its result, or a coded failure.
@@ -528,10 +546,7 @@ impl Reply {
     pub fn error(id: RequestId, code: ErrorCode, message: impl Into<String>) -> Reply {
         Reply {
             id,
-            outcome: Outcome::Error {
-                code: code.code(),
-                message: message.into(),
-            },
+            outcome: Outcome::error(code, message),
         }
     }
 }

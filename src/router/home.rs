@@ -1,191 +1,443 @@
 //! The home side of a room: which cores want its publications, in which
-//! codecs, and the steps only the home may take because they must be in the
-//! room's one order: sequencing a publication (and encoding it once),
-//! answering recovery and history, and turning presence changes into events.
+//! formats, and the steps only the home may take because they must be in
+//! the room's one order: sequencing a publication (and encoding it once),
+//! answering recovery, history and presence, and turning presence changes
+//! into events.
 //!
-//! No I/O: each step returns what to send and to whom; the driver sends.
+//! A state machine without I/O. Each step is *begun* (which returns the
+//! engine operation the driver must start) and *finished* when the engine's
+//! answer comes, now or later. The home keeps, per room, the steps begun
+//! and not yet finished, and finishes them strictly in the order they were
+//! begun, holding back an answer that overtook an earlier one. Since the
+//! engine makes a room's operations take effect in the order they were
+//! started, the home always acts on answers in the order their effects
+//! happened: an `Interest` answered with position N is applied before the
+//! publication that got offset N + 1 is fanned out, so that core receives
+//! `Interested(N)` before `Deliver(N + 1)`, however late either answer was.
+//! A room without outstanding steps costs nothing here: an engine that
+//! answers at once (memory) never queues.
 
-use std::time::Instant;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use foldhash::HashMap;
 
-use crate::engine::{Engine, EngineError, Recovery};
+use crate::engine::{Answer, EngineError, Op, Outcome, Ticket};
+use crate::metrics::{self, CoreStats};
 use crate::protocol::{
-    frame, ClientInfo, Codec, ErrorCode, IdempotencyKey, Offset, Outcome, PresenceChange, Reply,
-    RequestId, RoomName, StreamPosition,
+    self, frame, Ack, ClientInfo, IdempotencyKey, PresenceChange, RoomName, StreamPosition,
 };
+use crate::rules::RoomPolicy;
 
-use super::{CoreId, CoreSet, Frames, Query};
+use super::message::FromHome;
+use super::{CoreId, CoreSet, Format, Frames, PerFormat, Query, RecoveryToken, ReplyTo};
 
-/// Which cores have local subscribers of a room, per codec.
-#[derive(Debug, Default, Clone, Copy)]
-struct Interest {
-    by_codec: [CoreSet; 2],
+/// Something to send: to a core (this one included) from the home.
+pub(crate) type Outbox = Vec<(CoreId, FromHome)>;
+
+/// One thing asked of a room's home.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Sequence and fan out a publication; ack (or refuse) to `reply_to`.
+    Publish {
+        data: Bytes,
+        key: Option<IdempotencyKey>,
+        reply_to: ReplyTo,
+    },
+    /// `core` wants the room's deliveries in `format`.
+    Interest { format: Format, core: CoreId },
+    /// `core` no longer does.
+    Disinterest { format: Format, core: CoreId },
+    /// A subscriber on `core` resumes after `from`.
+    Recover {
+        format: Format,
+        from: StreamPosition,
+        core: CoreId,
+        token: RecoveryToken,
+    },
+    /// History or presence, answered to `reply_to`.
+    Query { query: Query, reply_to: ReplyTo },
+    /// A connection joined or left the room's presence.
+    Presence {
+        change: PresenceChange,
+        info: ClientInfo,
+    },
 }
 
-impl Interest {
-    fn cores(&self) -> CoreSet {
-        self.by_codec[0].union(self.by_codec[1])
-    }
+/// What is left to do once a step's answer is in.
+#[derive(Debug)]
+pub(crate) enum Then {
+    Publish { data: Bytes, reply_to: ReplyTo },
+    Interest { format: Format, core: CoreId },
+    Disinterest { format: Format, core: CoreId },
+    Recover {
+        format: Format,
+        core: CoreId,
+        token: RecoveryToken,
+    },
+    Query { reply_to: ReplyTo },
+    Join { info: ClientInfo },
+    Leave,
+}
 
-    /// One frame per codec somebody subscribes with.
-    fn frames(&self, build: impl Fn(Codec) -> Bytes) -> Frames {
-        let frame = |codec: Codec| (!self.by_codec[codec.index()].is_empty()).then(|| build(codec));
-        [frame(Codec::MsgPack), frame(Codec::Proto)]
-    }
+/// A begun step, as the driver must carry it on.
+pub(crate) enum Begun {
+    /// Nothing of the room is outstanding: when the engine answers `op` at
+    /// once, [`Home::finish`] applies it straight away (`op` is `None` for a
+    /// step that needs no engine); otherwise [`Home::wait`] queues it.
+    Idle {
+        ticket: Ticket,
+        op: Option<Op>,
+        then: Then,
+    },
+    /// Queued behind the room's earlier steps: start `op` (if any) and hand
+    /// its answer, whenever it comes, to [`Home::answer`].
+    Queued { ticket: Ticket, op: Option<Op> },
+}
+
+/// A step waiting for its answer or for the steps before it.
+struct Outstanding {
+    ticket: Ticket,
+    then: Then,
+    outcome: Option<Outcome>,
 }
 
 /// The rooms whose home is this core.
-pub struct Home<E> {
-    engine: E,
-    interest: HashMap<RoomName, Interest>,
+pub(crate) struct Home {
+    interest: HashMap<RoomName, PerFormat<CoreSet>>,
+    /// Steps begun and not finished, oldest first, for the rooms that have any.
+    outstanding: HashMap<RoomName, VecDeque<Outstanding>>,
+    /// The room of each outstanding ticket.
+    room_of: HashMap<Ticket, RoomName>,
+    next_ticket: u64,
+    rooms: RoomPolicy,
     history_max_page: usize,
+    stats: CoreStats,
 }
 
-/// A sequenced publication, ready to send.
-pub struct Sequenced {
-    pub offset: Offset,
-    /// A retry of an earlier publication: nothing to send.
-    pub duplicate: bool,
-    pub frames: Frames,
-    /// Cores with subscribers of the room (may include this one).
-    pub targets: CoreSet,
-}
-
-/// Frames for some cores.
-pub struct Broadcast {
-    pub frames: Frames,
-    pub targets: CoreSet,
-}
-
-impl<E: Engine> Home<E> {
-    pub fn new(engine: E, history_max_page: usize) -> Home<E> {
+impl Home {
+    pub(crate) fn new(rooms: RoomPolicy, history_max_page: usize, stats: CoreStats) -> Home {
         Home {
-            engine,
             interest: HashMap::default(),
+            outstanding: HashMap::default(),
+            room_of: HashMap::default(),
+            next_ticket: 1,
+            rooms,
             history_max_page,
+            stats,
         }
     }
 
-    /// Records that `core` gained (`on`) or lost its subscribers of `room` in
-    /// `codec`. Returns the room's position: deliveries to `core` start after it.
-    pub fn interest(
+    /// Begins `step` on `room`.
+    pub(crate) fn begin(&mut self, room: &RoomName, step: Step) -> Begun {
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        let (op, then) = match step {
+            Step::Publish {
+                data,
+                key,
+                reply_to,
+            } => (
+                Some(Op::Publish {
+                    data: data.clone(),
+                    key,
+                }),
+                Then::Publish { data, reply_to },
+            ),
+            Step::Interest { format, core } => {
+                (Some(Op::Position), Then::Interest { format, core })
+            }
+            Step::Disinterest { format, core } => (None, Then::Disinterest { format, core }),
+            Step::Recover {
+                format,
+                from,
+                core,
+                token,
+            } => (
+                Some(Op::Recover { from }),
+                Then::Recover {
+                    format,
+                    core,
+                    token,
+                },
+            ),
+            Step::Query { query, reply_to } => {
+                let op = match query {
+                    Query::History(query) => Op::History {
+                        query,
+                        max_page: self.history_max_page,
+                    },
+                    Query::Presence => Op::Presence,
+                    Query::PresenceStats => Op::PresenceStats,
+                };
+                (Some(op), Then::Query { reply_to })
+            }
+            Step::Presence {
+                change: PresenceChange::Join,
+                info,
+            } => (Some(Op::Join(info.clone())), Then::Join { info }),
+            Step::Presence {
+                change: PresenceChange::Leave,
+                info,
+            } => (Some(Op::Leave { client: info.client }), Then::Leave),
+        };
+        // The common case, an idle room, costs no allocation.
+        if self.outstanding.is_empty() || !self.outstanding.contains_key(room) {
+            return Begun::Idle { ticket, op, then };
+        }
+        self.queue(room, ticket, then);
+        Begun::Queued { ticket, op }
+    }
+
+    /// The engine will answer an idle room's step later: queue it.
+    pub(crate) fn wait(&mut self, room: &RoomName, ticket: Ticket, then: Then) {
+        self.queue(room, ticket, then);
+    }
+
+    fn queue(&mut self, room: &RoomName, ticket: Ticket, then: Then) {
+        let room = room.detached();
+        self.room_of.insert(ticket, room.clone());
+        self.outstanding
+            .entry(room)
+            .or_default()
+            .push_back(Outstanding {
+                ticket,
+                then,
+                outcome: None,
+            });
+    }
+
+    /// The answer to a queued step: applies it, and every answer already in
+    /// behind it, in the room's order. An answer that overtook an earlier
+    /// step's waits for it.
+    pub(crate) fn answer(&mut self, ticket: Ticket, outcome: Outcome, out: &mut Outbox) {
+        let Some(room) = self.room_of.get(&ticket).cloned() else {
+            return;
+        };
+        let Some(queue) = self.outstanding.get_mut(&room) else {
+            return;
+        };
+        if let Some(step) = queue.iter_mut().find(|s| s.ticket == ticket) {
+            step.outcome = Some(outcome);
+        }
+        loop {
+            let Some(queue) = self.outstanding.get_mut(&room) else {
+                return;
+            };
+            if !queue.front().is_some_and(|s| s.outcome.is_some()) {
+                return;
+            }
+            let Some(Outstanding {
+                ticket,
+                then,
+                outcome: Some(outcome),
+            }) = queue.pop_front()
+            else {
+                return;
+            };
+            if queue.is_empty() {
+                self.outstanding.remove(&room);
+            }
+            self.room_of.remove(&ticket);
+            self.finish(&room, then, outcome, out);
+        }
+    }
+
+    /// Applies one step's answer: what it changes here, and what to send.
+    pub(crate) fn finish(
         &mut self,
         room: &RoomName,
-        codec: Codec,
-        core: CoreId,
-        on: bool,
-        now: Instant,
-    ) -> StreamPosition {
-        if on {
-            self.interest.entry(room.detached()).or_default().by_codec[codec.index()].insert(core);
-        } else if let Some(interest) = self.interest.get_mut(room) {
-            interest.by_codec[codec.index()].remove(core);
-            if interest.by_codec.iter().all(|set| set.is_empty()) {
-                self.interest.remove(room);
+        then: Then,
+        outcome: Outcome,
+        out: &mut Outbox,
+    ) {
+        match then {
+            Then::Publish { data, reply_to } => self.published(room, &data, reply_to, outcome, out),
+            Then::Interest { format, core } => {
+                let position = expect(outcome, |a| match a {
+                    Answer::Position(p) => Some(p),
+                    _ => None,
+                });
+                if position.is_ok() {
+                    self.interest.entry(room.detached()).or_default()[format].insert(core);
+                }
+                let room = room.clone();
+                out.push((
+                    core,
+                    FromHome::Interested {
+                        room,
+                        format,
+                        position,
+                    },
+                ));
+            }
+            Then::Disinterest { format, core } => {
+                if let Some(interest) = self.interest.get_mut(room) {
+                    interest[format].remove(core);
+                    if interest.values().all(|cores| cores.is_empty()) {
+                        self.interest.remove(room);
+                    }
+                }
+            }
+            Then::Recover {
+                format,
+                core,
+                token,
+            } => {
+                let recovery = expect(outcome, |a| match a {
+                    Answer::Recovery(r) => Some(r),
+                    _ => None,
+                });
+                let room = room.clone();
+                out.push((
+                    core,
+                    FromHome::Recovered {
+                        room,
+                        format,
+                        token,
+                        recovery,
+                    },
+                ));
+            }
+            Then::Query { reply_to } => {
+                let outcome = match outcome {
+                    Ok(Answer::History(page)) => protocol::Outcome::History(page),
+                    Ok(Answer::Presence(clients)) => protocol::Outcome::Presence(clients),
+                    Ok(Answer::PresenceStats(counts)) => protocol::Outcome::PresenceStats(counts),
+                    Ok(_) => mismatched().outcome(),
+                    Err(error) => error.outcome(),
+                };
+                out.push((reply_to.core(), FromHome::Reply { to: reply_to, outcome }));
+            }
+            Then::Join { info } => {
+                if let Ok(Answer::Joined(true)) = outcome {
+                    self.presence_event(room, PresenceChange::Join, &info, out);
+                }
+            }
+            Then::Leave => {
+                if let Ok(Answer::Left(Some(info))) = outcome {
+                    self.presence_event(room, PresenceChange::Leave, &info, out);
+                }
             }
         }
-        self.engine.position(room, now)
     }
 
-    /// Sequences one publication and builds its frame once per codec that
-    /// someone subscribes with. A publication nobody subscribes to is still
-    /// sequenced (its offset is part of the room's order) but not encoded.
-    pub fn publish(
+    /// A publication's answer: fan it out (encoded once per format somebody
+    /// subscribes with) and ack it; a duplicate goes to no one; a failure is
+    /// reported and never acked. A publication nobody subscribes to is
+    /// still sequenced (its offset is part of the room's order) but not
+    /// encoded.
+    fn published(
         &mut self,
         room: &RoomName,
         data: &[u8],
-        key: Option<&IdempotencyKey>,
-        now: Instant,
-    ) -> Sequenced {
-        let published = self.engine.publish(room, data, key, now);
-        let offset = published.position.offset;
-        let interest = match self.interest.get(room) {
-            Some(interest) if !published.duplicate => *interest,
-            _ => Interest::default(),
-        };
-        Sequenced {
-            offset,
-            duplicate: published.duplicate,
-            frames: interest.frames(|codec| frame::message(codec, room, offset, data)),
-            targets: interest.cores(),
-        }
-    }
-
-    /// Which publications after `from` are still kept.
-    pub fn recover(&mut self, room: &RoomName, from: &StreamPosition, now: Instant) -> Recovery {
-        self.engine.recover(room, from, now)
-    }
-
-    /// Answers a history or presence query with a reply frame in `codec`,
-    /// and whether the reply is an error.
-    pub fn query(
-        &mut self,
-        room: &RoomName,
-        query: Query,
-        codec: Codec,
-        request: RequestId,
-        now: Instant,
-    ) -> (Bytes, bool) {
-        let outcome = match query {
-            Query::History(q) => self
-                .engine
-                .history(room, q, self.history_max_page, now)
-                .map(Outcome::History),
-            Query::Presence => self.engine.presence(room, now).map(Outcome::Presence),
-            Query::PresenceStats => self
-                .engine
-                .presence_stats(room, now)
-                .map(Outcome::PresenceStats),
-        };
-        let reply = match outcome {
-            Ok(outcome) => Reply {
-                id: request,
-                outcome,
-            },
-            Err(error @ EngineError::NotEnabled { .. }) => {
-                Reply::error(request, ErrorCode::NotEnabled, error.to_string())
+        reply_to: ReplyTo,
+        outcome: Outcome,
+        out: &mut Outbox,
+    ) {
+        let published = expect(outcome, |a| match a {
+            Answer::Published(p) => Some(p),
+            _ => None,
+        });
+        let published = match published {
+            Ok(published) => published,
+            Err(error) => {
+                let outcome = error.outcome();
+                out.push((reply_to.core(), FromHome::Reply { to: reply_to, outcome }));
+                return;
             }
         };
-        let is_error = matches!(reply.outcome, Outcome::Error { .. });
-        (frame::reply(codec, &reply), is_error)
+        let counters = self.stats.counters();
+        let offset = published.position.offset;
+        if published.duplicate {
+            metrics::add(&counters.duplicate_publishes, 1);
+        } else {
+            metrics::add(&counters.publishes, 1);
+            if let Some(interest) = self.interest.get(room) {
+                let frames = frames_for(interest, |codec| frame::message(codec, room, offset, data));
+                for core in cores_of(interest).iter() {
+                    let deliver = FromHome::Deliver {
+                        room: room.clone(),
+                        offset,
+                        frames: frames.clone(),
+                    };
+                    out.push((core, deliver));
+                }
+            }
+        }
+        if reply_to.wants_success() {
+            let ack = Ack {
+                offset,
+                duplicate: published.duplicate,
+                ..Ack::default()
+            };
+            let outcome = protocol::Outcome::Ack(ack);
+            out.push((reply_to.core(), FromHome::Reply { to: reply_to, outcome }));
+        }
     }
 
-    /// Applies a join or leave; returns the event to send to the cores with
-    /// subscribers when the room has join and leave events.
-    pub fn presence(
-        &mut self,
+    /// Sends a join or leave event to the cores with subscribers, when the
+    /// room has join and leave events.
+    fn presence_event(
+        &self,
         room: &RoomName,
         change: PresenceChange,
-        info: ClientInfo,
-        now: Instant,
-    ) -> Option<Broadcast> {
-        let info = match change {
-            PresenceChange::Join => self.engine.join(room, info.clone(), now).then_some(info)?,
-            PresenceChange::Leave => self.engine.leave(room, &info.client)?,
-        };
-        if !self.engine.options(room, now).join_leave {
-            return None;
+        info: &ClientInfo,
+        out: &mut Outbox,
+    ) {
+        if !self.rooms.options(room.as_str()).join_leave {
+            return;
         }
-        let interest = self.interest.get(room)?;
-        Some(Broadcast {
-            frames: interest.frames(|codec| frame::presence(codec, change, room, &info)),
-            targets: interest.cores(),
-        })
+        let Some(interest) = self.interest.get(room) else {
+            return;
+        };
+        let frames = frames_for(interest, |codec| frame::presence(codec, change, room, info));
+        for core in cores_of(interest).iter() {
+            let event = FromHome::PresenceEvent {
+                room: room.clone(),
+                frames: frames.clone(),
+            };
+            out.push((core, event));
+        }
     }
 
-    /// Expires history and keys, and forgets rooms nobody uses that keep nothing.
-    pub fn sweep(&mut self, now: Instant) {
-        let interest = &self.interest;
-        self.engine
-            .sweep(now, &|room: &RoomName| interest.contains_key(room));
+    /// Whether the engine must keep `room` even when it keeps nothing:
+    /// somebody subscribes to it, or a step on it is outstanding.
+    pub(crate) fn in_use(&self, room: &RoomName) -> bool {
+        self.interest.contains_key(room) || self.outstanding.contains_key(room)
     }
+}
 
-    /// Rooms whose state this core keeps.
-    pub fn room_count(&self) -> usize {
-        self.engine.room_count()
+/// The cores with subscribers of a room, whatever their format.
+fn cores_of(interest: &PerFormat<CoreSet>) -> CoreSet {
+    interest
+        .values()
+        .fold(CoreSet::default(), |all, cores| all.union(*cores))
+}
+
+/// One frame per format somebody subscribes with.
+fn frames_for(
+    interest: &PerFormat<CoreSet>,
+    build: impl Fn(protocol::Codec) -> Bytes,
+) -> Frames {
+    let mut frames = Frames::default();
+    for (format, cores) in interest.iter() {
+        if !cores.is_empty() {
+            frames[format] = Some(build(format.codec()));
+        }
     }
+    frames
+}
+
+/// The answer of the expected kind, or the error.
+fn expect<T>(outcome: Outcome, pick: impl FnOnce(Answer) -> Option<T>) -> Result<T, EngineError> {
+    outcome.and_then(|answer| pick(answer).ok_or_else(mismatched))
+}
+
+/// An engine that answered an operation with another operation's answer:
+/// a bug in the engine, reported to the asker as unavailability.
+fn mismatched() -> EngineError {
+    EngineError::Unavailable("the engine answered another operation".into())
 }
 
 #[cfg(test)]

@@ -1,66 +1,72 @@
-//! Routing between cores: which core is a room's home, what cores say to each
-//! other, and the bounded queues they say it through.
+//! Routing: which core is a room's home, what cores say to each other, the
+//! bounded queues they say it through, and the per-core pieces that act on
+//! it. Touches no socket: a connection is an outbound queue here.
 //!
-//! Each core owns two inboxes, both bounded `crossbeam-channel` queues:
-//! * `publishes` ([`PublishMsg`]): sessions to the room's home core. A full
-//!   one makes the publishing session wait (it stops reading its socket, so
-//!   TCP slows the publisher and no one else).
-//! * `events` ([`CoreMsg`]): everything else: interest in a room, its
-//!   acknowledgement, deliveries, publish acks. Handling an event never waits
-//!   on another queue, so an events inbox always drains and no cycle of full
-//!   queues can form between cores.
-//!
-//! A core that cannot hand a driver-made message to a full events inbox keeps
-//! it in a per-destination overflow (at most one delivery per core per
-//! publication) and stops taking publications until the overflow drains.
+//! In the order a publication meets them:
+//! * [`member`]: one client's membership (rooms, format, outbound queue) and
+//!   its requests. Every front door (the WebSocket session today) calls it.
+//! * [`postbox`]: each core's three bounded inboxes and the sending side.
+//!   Publications wait for room (the publisher stops reading its socket);
+//!   events never wait, so inboxes always drain and no cycle of full queues
+//!   can form between cores. What does not fit is kept in a per-destination
+//!   overflow, and the core takes no new publication until it drains.
+//! * [`driver`]: the per-core task that drains the inboxes into the home
+//!   and the shard, starts engine operations and applies their answers.
+//! * [`home`]: the rooms homed on this core, as a state machine without
+//!   I/O: each room's operations complete in the room's order, whenever the
+//!   engine answers.
+//! * [`shard`]: this core's local subscribers, and the fan-out into their
+//!   [`outbound`] queues.
+//! * [`waiters`]: one-shot completions for requests that are not a
+//!   connection's (an HTTP request, later), and for a connection's queries.
+//! * [`message`]: what travels to a home and back.
 
-pub mod home;
-pub mod postbox;
-pub mod shard;
+pub(crate) mod driver;
+pub(crate) mod home;
+pub(crate) mod member;
+pub(crate) mod message;
+pub(crate) mod outbound;
+pub(crate) mod postbox;
+pub(crate) mod shard;
+pub(crate) mod waiters;
+
+use std::ops::{Index, IndexMut};
 
 use bytes::Bytes;
 
-use crate::engine::Recovery;
-use crate::protocol::{
-    ClientInfo, Codec, HistoryQuery, IdempotencyKey, Offset, PresenceChange, RequestId, RoomName,
-    StreamPosition,
-};
+use crate::protocol::{Codec, HistoryQuery, RequestId, RoomName};
 
 /// A worker core's index, `0..workers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CoreId(pub usize);
+pub(crate) struct CoreId(pub(crate) usize);
 
 /// A connection's id, unique within its core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
+pub(crate) struct ConnId(pub(crate) u64);
 
 /// A set of cores, as a bit mask (at most [`crate::config::MAX_WORKERS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CoreSet(u128);
+pub(crate) struct CoreSet(u128);
 
 impl CoreSet {
-    pub fn insert(&mut self, core: CoreId) {
+    pub(crate) fn insert(&mut self, core: CoreId) {
         self.0 |= 1 << core.0;
     }
 
-    pub fn remove(&mut self, core: CoreId) {
+    pub(crate) fn remove(&mut self, core: CoreId) {
         self.0 &= !(1 << core.0);
     }
 
-    pub fn contains(self, core: CoreId) -> bool {
-        self.0 & (1 << core.0) != 0
-    }
-
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         self.0 == 0
     }
 
-    pub fn union(self, other: CoreSet) -> CoreSet {
+    pub(crate) fn union(self, other: CoreSet) -> CoreSet {
         CoreSet(self.0 | other.0)
     }
 
     /// The cores in the set, lowest first.
-    pub fn iter(self) -> impl Iterator<Item = CoreId> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = CoreId> {
         let mut bits = self.0;
         std::iter::from_fn(move || {
             if bits == 0 {
@@ -73,19 +79,9 @@ impl CoreSet {
     }
 }
 
-impl FromIterator<CoreId> for CoreSet {
-    fn from_iter<I: IntoIterator<Item = CoreId>>(cores: I) -> CoreSet {
-        let mut set = CoreSet::default();
-        for core in cores {
-            set.insert(core);
-        }
-        set
-    }
-}
-
 /// The core that sequences `room`: a fixed hash (FNV-1a) of its name, so
 /// every core, in every process and run, computes the same home.
-pub fn home_core(room: &RoomName, workers: usize) -> CoreId {
+pub(crate) fn home_core(room: &RoomName, workers: usize) -> CoreId {
     let hash = room
         .as_bytes()
         .iter()
@@ -95,113 +91,127 @@ pub fn home_core(room: &RoomName, workers: usize) -> CoreId {
     CoreId((hash % workers as u64) as usize)
 }
 
-/// One publication's outgoing frames, one per codec that has subscribers
-/// (`None` for a codec nobody on the receiving side uses). Each frame is the
-/// complete WebSocket frame, shared by every subscriber on every core.
-pub type Frames = [Option<Bytes>; 2];
-
-/// The frame for `codec`, if it was built.
-pub fn frame_for(frames: &Frames, codec: Codec) -> Option<&Bytes> {
-    frames[codec.index()].as_ref()
+/// How a member wants its frames. A publication's frame is built once per
+/// format somebody uses, and shared by all who use it. Today a format is a
+/// codec; a text form (for Server-Sent Events) would be one more variant,
+/// and every per-format table grows with [`Format::COUNT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Format {
+    MsgPack,
+    Proto,
 }
 
-/// A publication on its way from the publisher's core to the room's home.
-#[derive(Debug)]
-pub struct PublishMsg {
-    pub room: RoomName,
-    /// A slice of the publisher's received message: not copied on the way.
-    pub data: Bytes,
-    pub idempotency_key: Option<IdempotencyKey>,
-    /// Where to send the offset, when the publisher asked for a reply.
-    pub reply_to: Option<ReplyTo>,
+impl Format {
+    /// How many formats there are: the size of every per-format table.
+    pub(crate) const COUNT: usize = 2;
+    pub(crate) const ALL: [Format; Format::COUNT] = [Format::MsgPack, Format::Proto];
+
+    /// The envelope codec this format's frames are written in.
+    pub(crate) fn codec(self) -> Codec {
+        match self {
+            Format::MsgPack => Codec::MsgPack,
+            Format::Proto => Codec::Proto,
+        }
+    }
 }
 
-/// The session waiting for an answer from another core.
+impl From<Codec> for Format {
+    fn from(codec: Codec) -> Format {
+        match codec {
+            Codec::MsgPack => Format::MsgPack,
+            Codec::Proto => Format::Proto,
+        }
+    }
+}
+
+/// One value per [`Format`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PerFormat<T>([T; Format::COUNT]);
+
+impl<T> PerFormat<T> {
+    /// Each format with its value.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Format, &T)> {
+        Format::ALL.into_iter().zip(self.0.iter())
+    }
+
+    /// Each format with its value, mutably.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (Format, &mut T)> {
+        Format::ALL.into_iter().zip(self.0.iter_mut())
+    }
+
+    /// The values, format by format.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter()
+    }
+}
+
+impl<T> Index<Format> for PerFormat<T> {
+    type Output = T;
+
+    fn index(&self, format: Format) -> &T {
+        &self.0[format as usize]
+    }
+}
+
+impl<T> IndexMut<Format> for PerFormat<T> {
+    fn index_mut(&mut self, format: Format) -> &mut T {
+        &mut self.0[format as usize]
+    }
+}
+
+/// One publication's (or event's) outgoing frames, one per format that has
+/// subscribers (`None` for a format nobody on the receiving side uses).
+/// Each frame is the complete WebSocket frame, shared by every subscriber
+/// on every core.
+pub(crate) type Frames = PerFormat<Option<Bytes>>;
+
+/// A waiter in a core's table ([`waiters::Waiters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct WaiterId(pub(crate) u64);
+
+/// Where the reply to a request goes. The reply travels as a
+/// [`crate::protocol::Outcome`] to the asker's core, which delivers it.
 #[derive(Debug, Clone, Copy)]
-pub struct ReplyTo {
-    pub core: CoreId,
-    pub conn: ConnId,
-    pub request: RequestId,
+pub(crate) enum ReplyTo {
+    /// A request of one of `core`'s connections: encoded in the
+    /// connection's format and queued to it. A successful reply to request
+    /// id 0 is not sent (fire-and-forget); an error always is.
+    Connection {
+        core: CoreId,
+        conn: ConnId,
+        request: RequestId,
+    },
+    /// A task on `core` awaiting the reply (see [`waiters`]).
+    Waiter { core: CoreId, waiter: WaiterId },
 }
 
-/// A question only a room's home can answer; the answer goes back as a
-/// ready-made reply frame in the asker's codec.
+impl ReplyTo {
+    /// Whether a success is worth sending: not to a connection's request 0
+    /// (fire-and-forget), whose only replies are errors.
+    pub(crate) fn wants_success(self) -> bool {
+        match self {
+            ReplyTo::Connection { request, .. } => request.wants_reply(),
+            ReplyTo::Waiter { .. } => true,
+        }
+    }
+
+    /// The core the reply must reach.
+    pub(crate) fn core(self) -> CoreId {
+        match self {
+            ReplyTo::Connection { core, .. } | ReplyTo::Waiter { core, .. } => core,
+        }
+    }
+}
+
+/// A question only a room's home can answer.
 #[derive(Debug, Clone, Copy)]
-pub enum Query {
+pub(crate) enum Query {
     History(HistoryQuery),
     Presence,
     PresenceStats,
 }
 
-/// What cores tell each other, besides publications.
-#[derive(Debug)]
-pub enum CoreMsg {
-    /// To a home: `core` gained its first (`on`) or lost its last (`!on`)
-    /// local subscriber of `room` with `codec`.
-    Interest {
-        room: RoomName,
-        codec: Codec,
-        core: CoreId,
-        on: bool,
-    },
-    /// From a home, answering `Interest { on: true }`: deliveries of `room`
-    /// in `codec` to this core start after `position`.
-    InterestAck {
-        room: RoomName,
-        codec: Codec,
-        position: StreamPosition,
-    },
-    /// From a home: one sequenced publication to fan out to local subscribers.
-    Deliver {
-        room: RoomName,
-        offset: Offset,
-        frames: Frames,
-    },
-    /// From a home: the offset given to a publication whose publisher wants a reply.
-    PublishAck {
-        conn: ConnId,
-        request: RequestId,
-        offset: Offset,
-        duplicate: bool,
-    },
-    /// To a home, sent after the subscriber joined this core's shard as
-    /// recovering (and after `Interest`, when there was one): which
-    /// publications after `from` does it still have?
-    Recover {
-        room: RoomName,
-        codec: Codec,
-        from: StreamPosition,
-        core: CoreId,
-        token: RecoveryToken,
-    },
-    /// From a home: the answer to `Recover`. Every delivery the home sent
-    /// this core before it arrives first.
-    Recovered {
-        room: RoomName,
-        codec: Codec,
-        token: RecoveryToken,
-        recovery: Recovery,
-    },
-    /// To a home: history or presence.
-    Query {
-        room: RoomName,
-        query: Query,
-        codec: Codec,
-        reply_to: ReplyTo,
-    },
-    /// A reply frame for one of this core's sessions.
-    Reply { conn: ConnId, frame: Bytes },
-    /// To a home: a subscriber of a presence room joined or left.
-    Presence {
-        room: RoomName,
-        change: PresenceChange,
-        info: ClientInfo,
-    },
-    /// From a home: a join or leave event for subscribers that asked for them.
-    PresenceEvent { room: RoomName, frames: Frames },
-}
-
 /// Names one recovering subscriber on its core, so an answer meant for an
 /// earlier subscribe of the same connection is never applied to a later one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecoveryToken(pub u64);
+pub(crate) struct RecoveryToken(pub(crate) u64);

@@ -16,27 +16,28 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use tokio::sync::Notify;
 
-use super::{CoreId, CoreMsg, PublishMsg};
+use super::message::{Event, PublishMsg};
+use super::CoreId;
 
 /// A core's address, shared by all cores.
-pub struct Mailbox {
+pub(crate) struct Mailbox {
     publishes: Sender<PublishMsg>,
-    events: Sender<CoreMsg>,
+    events: Sender<Event>,
     /// Wakes the owning core's driver: new mail, room freed elsewhere, or shutdown.
-    pub wake: Notify,
+    pub(crate) wake: Notify,
     /// `blocked[c]`: core `c` found an inbox here full and waits to be woken.
     blocked: Box<[AtomicBool]>,
     any_blocked: AtomicBool,
 }
 
 /// A core's own receiving ends.
-pub struct Inbox {
-    pub publishes: Receiver<PublishMsg>,
-    pub events: Receiver<CoreMsg>,
+pub(crate) struct Inbox {
+    pub(crate) publishes: Receiver<PublishMsg>,
+    pub(crate) events: Receiver<Event>,
 }
 
 /// Builds every core's mailbox and inbox; each inbox holds `capacity` messages.
-pub fn mailboxes(workers: usize, capacity: usize) -> (Arc<[Mailbox]>, Vec<Inbox>) {
+pub(crate) fn mailboxes(workers: usize, capacity: usize) -> (Arc<[Mailbox]>, Vec<Inbox>) {
     let mut boxes = Vec::with_capacity(workers);
     let mut inboxes = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -81,17 +82,17 @@ fn try_post<T>(sender: &Sender<T>, msg: T) -> Posted<T> {
 }
 
 /// A core's sending side (core-local).
-pub struct Postbox {
+pub(crate) struct Postbox {
     me: CoreId,
     mailboxes: Arc<[Mailbox]>,
     /// Driver-made events that found their destination full, in order.
-    overflow: RefCell<Vec<VecDeque<CoreMsg>>>,
+    overflow: RefCell<Vec<VecDeque<Event>>>,
     /// Wakes local sessions waiting for room in some inbox or for the overflow to drain.
     space: Notify,
 }
 
 impl Postbox {
-    pub fn new(me: CoreId, mailboxes: Arc<[Mailbox]>) -> Postbox {
+    pub(crate) fn new(me: CoreId, mailboxes: Arc<[Mailbox]>) -> Postbox {
         let overflow = (0..mailboxes.len()).map(|_| VecDeque::new()).collect();
         Postbox {
             me,
@@ -102,18 +103,13 @@ impl Postbox {
     }
 
     /// This core's own mailbox.
-    pub fn own(&self) -> &Mailbox {
+    pub(crate) fn own(&self) -> &Mailbox {
         &self.mailboxes[self.me.0]
-    }
-
-    /// Every core's mailbox.
-    pub fn all(&self) -> &[Mailbox] {
-        &self.mailboxes
     }
 
     /// Sends an event from the driver without waiting: what does not fit is
     /// kept, in order, and sent by [`Postbox::flush`].
-    pub fn post(&self, dest: CoreId, msg: CoreMsg) {
+    pub(crate) fn post(&self, dest: CoreId, msg: Event) {
         let mut overflow = self.overflow.borrow_mut();
         let queue = &mut overflow[dest.0];
         if !queue.is_empty() {
@@ -132,13 +128,13 @@ impl Postbox {
     }
 
     /// Whether driver-made events are waiting for room somewhere.
-    pub fn has_overflow(&self) -> bool {
+    pub(crate) fn has_overflow(&self) -> bool {
         self.overflow.borrow().iter().any(|q| !q.is_empty())
     }
 
     /// Sends what the overflow holds, as far as there is room, then wakes
     /// local sessions waiting for room. Called whenever the driver wakes.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let mut overflow = self.overflow.borrow_mut();
         for (dest, queue) in overflow.iter_mut().enumerate() {
             let mailbox = &self.mailboxes[dest];
@@ -163,7 +159,7 @@ impl Postbox {
     }
 
     /// Hands a publication to its home core, waiting while that inbox is full.
-    pub async fn send_publish(&self, dest: CoreId, mut msg: PublishMsg) {
+    pub(crate) async fn send_publish(&self, dest: CoreId, mut msg: PublishMsg) {
         let mailbox = &self.mailboxes[dest.0];
         loop {
             let mut wait = pin!(self.space.notified());
@@ -184,7 +180,7 @@ impl Postbox {
 
     /// Waits until the overflow is empty (a session that published on its
     /// home core waits here, so the overflow stays bounded).
-    pub async fn overflow_drained(&self) {
+    pub(crate) async fn overflow_drained(&self) {
         loop {
             let mut wait = pin!(self.space.notified());
             wait.as_mut().enable();
@@ -197,7 +193,7 @@ impl Postbox {
 
     /// Wakes the cores that found one of this core's inboxes full. Called by
     /// the driver after it drained some of its inbox.
-    pub fn release_blocked(&self) {
+    pub(crate) fn release_blocked(&self) {
         let own = self.own();
         if !own.any_blocked.swap(false, Ordering::SeqCst) {
             return;

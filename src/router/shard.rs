@@ -29,26 +29,32 @@ use std::time::Instant;
 use foldhash::HashMap;
 use tokio::sync::oneshot;
 
-use crate::engine::Recovery;
-use crate::protocol::{frame, Ack, Codec, Offset, Reply, RequestId, RoomName, StreamPosition};
-use crate::transport::outbound::{LocalFrame, Outbound, Pushed};
+use crate::engine::{EngineError, Recovery};
+use crate::protocol::{frame, Ack, Offset, Reply, RequestId, RoomName, StreamPosition};
 
-use super::{ConnId, Frames, RecoveryToken};
+use super::outbound::{LocalFrame, Outbound, Pushed};
+use super::{ConnId, Format, Frames, PerFormat, RecoveryToken};
 
 /// A local subscriber: a connection and its outbound queue.
 #[derive(Clone)]
-pub struct Subscriber {
-    pub conn: ConnId,
-    pub outbound: Rc<Outbound>,
+pub(crate) struct Subscriber {
+    pub(crate) conn: ConnId,
+    pub(crate) outbound: Rc<Outbound>,
     /// Wants join and leave events.
-    pub join_leave: bool,
+    pub(crate) join_leave: bool,
 }
 
+/// How a subscribe ended: live after this offset (the room's position when
+/// the subscriber was acknowledged), or refused because the engine could
+/// not answer.
+pub(crate) type Settled = Result<Offset, EngineError>;
+
+/// A subscriber waiting for the home's `Interested`.
 struct Waiter {
     subscriber: Subscriber,
     request: RequestId,
     recover: Option<RecoveryToken>,
-    offset: oneshot::Sender<Offset>,
+    settled: oneshot::Sender<Settled>,
 }
 
 /// A subscriber waiting for the home's answer to its recovery.
@@ -56,13 +62,89 @@ struct Recovering {
     subscriber: Subscriber,
     request: RequestId,
     token: RecoveryToken,
+    settled: oneshot::Sender<Settled>,
+}
+
+trait Keyed {
+    fn conn(&self) -> ConnId;
+}
+
+impl Keyed for Subscriber {
+    fn conn(&self) -> ConnId {
+        self.conn
+    }
+}
+
+impl Keyed for Waiter {
+    fn conn(&self) -> ConnId {
+        self.subscriber.conn
+    }
+}
+
+impl Keyed for Recovering {
+    fn conn(&self) -> ConnId {
+        self.subscriber.conn
+    }
+}
+
+/// Entries in a plain vector (fan-out walks contiguous memory), with an
+/// index by connection so that removing one is O(1): a mass disconnect
+/// from a room of n subscribers costs O(n), not O(n^2). Removal moves the
+/// last entry into the gap, so the order of fan-out is not kept (nothing
+/// depends on it: each subscriber has its own queue).
+struct Roster<T> {
+    entries: Vec<T>,
+    index: HashMap<ConnId, usize>,
+}
+
+impl<T> Default for Roster<T> {
+    fn default() -> Roster<T> {
+        Roster {
+            entries: Vec::new(),
+            index: HashMap::default(),
+        }
+    }
+}
+
+impl<T: Keyed> Roster<T> {
+    fn push(&mut self, entry: T) {
+        self.index.insert(entry.conn(), self.entries.len());
+        self.entries.push(entry);
+    }
+
+    fn remove(&mut self, conn: ConnId) -> Option<T> {
+        let at = self.index.remove(&conn)?;
+        let removed = self.entries.swap_remove(at);
+        if let Some(moved) = self.entries.get(at) {
+            self.index.insert(moved.conn(), at);
+        }
+        Some(removed)
+    }
+
+    fn find(&self, matches: impl Fn(&T) -> bool) -> Option<ConnId> {
+        self.entries.iter().find(|e| matches(e)).map(Keyed::conn)
+    }
+
+    #[cfg(any(test, feature = "test-hooks"))]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn drain(&mut self) -> std::vec::Drain<'_, T> {
+        self.index.clear();
+        self.entries.drain(..)
+    }
 }
 
 /// Queues the subscribe acknowledgement ahead of any delivery, so a client
 /// always learns its starting position before the first message after it.
-fn acknowledge(subscriber: &Subscriber, codec: Codec, request: RequestId, ack: Ack, now: Instant) {
+fn acknowledge(subscriber: &Subscriber, format: Format, request: RequestId, ack: Ack, now: Instant) {
     if request.wants_reply() {
-        let ack = frame::reply(codec, &Reply::with(request, ack));
+        let ack = frame::reply(format.codec(), &Reply::with(request, ack));
         subscriber.outbound.reply(ack, now);
     }
 }
@@ -76,181 +158,247 @@ fn plain_ack(position: &StreamPosition) -> Ack {
 }
 
 enum Slot {
-    Pending(Vec<Waiter>),
+    Pending(Roster<Waiter>),
     Active {
         position: StreamPosition,
-        subscribers: Vec<Subscriber>,
-        recovering: Vec<Recovering>,
+        subscribers: Roster<Subscriber>,
+        recovering: Roster<Recovering>,
     },
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        match self {
+            Slot::Pending(_) => false,
+            Slot::Active {
+                subscribers,
+                recovering,
+                ..
+            } => subscribers.is_empty() && recovering.is_empty(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct LocalRoom {
-    by_codec: [Option<Slot>; 2],
+    by_format: PerFormat<Option<Slot>>,
+}
+
+impl LocalRoom {
+    fn is_empty(&self) -> bool {
+        self.by_format.values().all(Option::is_none)
+    }
 }
 
 /// The next step of a subscribe.
-pub enum SubscribeStep {
-    /// Subscribed (or recovering); the room's current position.
-    Ready(StreamPosition),
-    /// First local subscriber: tell the home (`Interest { on: true }`), then
-    /// wait for the offset.
-    AskHome(oneshot::Receiver<Offset>),
-    /// The home has already been asked; wait for the offset.
-    Wait(oneshot::Receiver<Offset>),
+pub(crate) enum SubscribeStep {
+    /// Subscribed and acknowledged, live from the room's current position.
+    Live,
+    /// Waiting: for the home's `Interested`, or for the answer to its
+    /// recovery. `ask_home`: this is the core's first subscriber of the
+    /// room in this format, so the home must be sent `Interest`.
+    Wait {
+        ask_home: bool,
+        settled: oneshot::Receiver<Settled>,
+    },
+}
+
+/// Whether this core still has subscribers of a room in a format, after a
+/// change. `Lost` means the home must be sent `Disinterest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum LocalInterest {
+    Kept,
+    Lost,
 }
 
 /// The result of one fan-out. (Slow-consumer outcomes are counted by the
 /// queues themselves.)
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Fanout {
+pub(crate) struct Fanout {
     /// Frames queued to subscribers.
-    pub delivered: u64,
+    pub(crate) delivered: u64,
 }
 
 /// A core's local subscribers.
 #[derive(Default)]
-pub struct Shard {
+pub(crate) struct Shard {
     rooms: HashMap<RoomName, LocalRoom>,
 }
 
 impl Shard {
-    /// Adds a subscriber of `room` in `codec`. Without `recover`, the
+    /// Adds a subscriber of `room` in `format`. Without `recover`, the
     /// acknowledgement of `request` (with the starting position) is queued to
     /// the subscriber as it becomes active, before any delivery; with it, the
     /// subscriber becomes recovering instead, and is acknowledged by
     /// [`Shard::finish_recovery`].
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &mut self,
         room: &RoomName,
-        codec: Codec,
+        format: Format,
         subscriber: Subscriber,
         request: RequestId,
         recover: Option<RecoveryToken>,
         now: Instant,
     ) -> SubscribeStep {
-        let slot = &mut self.rooms.entry(room.detached()).or_default().by_codec[codec.index()];
+        let slot = &mut self.rooms.entry(room.detached()).or_default().by_format[format];
+        let (settled, wait) = oneshot::channel();
         match slot {
             Some(Slot::Active {
                 position,
                 subscribers,
                 recovering,
-            }) => {
-                match recover {
-                    Some(token) => recovering.push(Recovering {
+            }) => match recover {
+                Some(token) => {
+                    recovering.push(Recovering {
                         subscriber,
                         request,
                         token,
-                    }),
-                    None => {
-                        acknowledge(&subscriber, codec, request, plain_ack(position), now);
-                        subscribers.push(subscriber);
+                        settled,
+                    });
+                    SubscribeStep::Wait {
+                        ask_home: false,
+                        settled: wait,
                     }
                 }
-                SubscribeStep::Ready(position.clone())
-            }
+                None => {
+                    acknowledge(&subscriber, format, request, plain_ack(position), now);
+                    subscribers.push(subscriber);
+                    SubscribeStep::Live
+                }
+            },
             Some(Slot::Pending(waiters)) => {
-                let (tx, rx) = oneshot::channel();
                 waiters.push(Waiter {
                     subscriber,
                     request,
                     recover,
-                    offset: tx,
+                    settled,
                 });
-                SubscribeStep::Wait(rx)
+                SubscribeStep::Wait {
+                    ask_home: false,
+                    settled: wait,
+                }
             }
             None => {
-                let (tx, rx) = oneshot::channel();
-                *slot = Some(Slot::Pending(vec![Waiter {
+                let mut waiters = Roster::default();
+                waiters.push(Waiter {
                     subscriber,
                     request,
                     recover,
-                    offset: tx,
-                }]));
-                SubscribeStep::AskHome(rx)
+                    settled,
+                });
+                *slot = Some(Slot::Pending(waiters));
+                SubscribeStep::Wait {
+                    ask_home: true,
+                    settled: wait,
+                }
             }
         }
     }
 
-    /// The home acknowledged this core's interest: waiting subscribers become
-    /// active (or recovering) at `position`.
+    /// The home answered this core's interest: waiting subscribers become
+    /// active (or recovering) at `position`; or the engine failed, and every
+    /// waiter is refused (the home recorded no interest).
     ///
-    /// Returns true when every waiter left meanwhile, so the home must be
-    /// told there is no interest after all.
-    pub fn activate(
+    /// `Lost` when every waiter left meanwhile, so the home must be told
+    /// there is no interest after all.
+    pub(crate) fn activate(
         &mut self,
         room: &RoomName,
-        codec: Codec,
-        position: StreamPosition,
+        format: Format,
+        position: Result<StreamPosition, EngineError>,
         now: Instant,
-    ) -> bool {
+    ) -> LocalInterest {
         let Some(local) = self.rooms.get_mut(room) else {
-            return false;
+            return LocalInterest::Kept;
         };
-        let slot = &mut local.by_codec[codec.index()];
-        if matches!(slot, Some(Slot::Pending(waiters)) if waiters.is_empty()) {
-            *slot = None;
-            if local.by_codec.iter().all(Option::is_none) {
+        let slot = &mut local.by_format[format];
+        let Some(Slot::Pending(mut waiters)) = slot.take() else {
+            return LocalInterest::Kept;
+        };
+        let position = match position {
+            Ok(position) => position,
+            Err(error) => {
+                for waiter in waiters.drain() {
+                    let _ = waiter.settled.send(Err(error.clone()));
+                }
+                if local.is_empty() {
+                    self.rooms.remove(room);
+                }
+                return LocalInterest::Kept;
+            }
+        };
+        if waiters.is_empty() {
+            if local.is_empty() {
                 self.rooms.remove(room);
             }
-            return true;
+            return LocalInterest::Lost;
         }
-        if let Some(Slot::Pending(waiters)) = slot.take() {
-            let mut subscribers = Vec::with_capacity(waiters.len());
-            let mut recovering = Vec::new();
-            for waiter in waiters {
-                // A waiter whose session is gone just misses its answer.
-                let _ = waiter.offset.send(position.offset);
-                match waiter.recover {
-                    Some(token) => recovering.push(Recovering {
-                        subscriber: waiter.subscriber,
-                        request: waiter.request,
-                        token,
-                    }),
-                    None => {
-                        let ack = plain_ack(&position);
-                        acknowledge(&waiter.subscriber, codec, waiter.request, ack, now);
-                        subscribers.push(waiter.subscriber);
-                    }
+        let mut subscribers = Roster::default();
+        let mut recovering = Roster::default();
+        for waiter in waiters.drain() {
+            match waiter.recover {
+                Some(token) => recovering.push(Recovering {
+                    subscriber: waiter.subscriber,
+                    request: waiter.request,
+                    token,
+                    settled: waiter.settled,
+                }),
+                None => {
+                    let ack = plain_ack(&position);
+                    acknowledge(&waiter.subscriber, format, waiter.request, ack, now);
+                    // A waiter whose session is gone just misses its answer.
+                    let _ = waiter.settled.send(Ok(position.offset));
+                    subscribers.push(waiter.subscriber);
                 }
             }
-            *slot = Some(Slot::Active {
-                position,
-                subscribers,
-                recovering,
-            });
         }
-        false
+        *slot = Some(Slot::Active {
+            position,
+            subscribers,
+            recovering,
+        });
+        LocalInterest::Kept
     }
 
     /// The home's answer to a recovery: the subscriber is acknowledged
     /// (`recovered` or not, with the room's position), receives what it
     /// missed, and becomes live. Returns the deliveries queued. An answer for
-    /// a subscriber that left is dropped.
-    pub fn finish_recovery(
+    /// a subscriber that left is dropped. When the engine failed, the
+    /// subscriber is refused and removed, and may have been the last one.
+    pub(crate) fn finish_recovery(
         &mut self,
         room: &RoomName,
-        codec: Codec,
+        format: Format,
         token: RecoveryToken,
-        recovery: Recovery,
+        recovery: Result<Recovery, EngineError>,
         now: Instant,
-    ) -> Fanout {
+    ) -> (Fanout, LocalInterest) {
         let mut fanout = Fanout::default();
+        let Some(local) = self.rooms.get_mut(room) else {
+            return (fanout, LocalInterest::Kept);
+        };
         let Some(Slot::Active {
             subscribers,
             recovering,
             ..
-        }) = self
-            .rooms
-            .get_mut(room)
-            .and_then(|local| local.by_codec[codec.index()].as_mut())
+        }) = local.by_format[format].as_mut()
         else {
-            return fanout;
+            return (fanout, LocalInterest::Kept);
         };
-        let Some(at) = recovering.iter().position(|r| r.token == token) else {
-            return fanout;
+        let Some(conn) = recovering.find(|r| r.token == token) else {
+            return (fanout, LocalInterest::Kept);
         };
-        let done = recovering.swap_remove(at);
+        let Some(done) = recovering.remove(conn) else {
+            return (fanout, LocalInterest::Kept);
+        };
+        let recovery = match recovery {
+            Ok(recovery) => recovery,
+            Err(error) => {
+                let _ = done.settled.send(Err(error));
+                return (fanout, self.forget_if_empty(room, format));
+            }
+        };
         let (position, missed, recovered) = match recovery {
             Recovery::Recovered { position, missed } => (position, missed, true),
             Recovery::Refused { position } => (position, Vec::new(), false),
@@ -259,9 +407,14 @@ impl Shard {
             recovered,
             ..plain_ack(&position)
         };
-        acknowledge(&done.subscriber, codec, done.request, ack, now);
+        acknowledge(&done.subscriber, format, done.request, ack, now);
         for publication in &missed {
-            let frame = frame::message(codec, room, publication.offset, &publication.data);
+            let frame = frame::message(
+                format.codec(),
+                room,
+                publication.offset,
+                &publication.data,
+            );
             match done.subscriber.outbound.push(frame, now) {
                 Pushed::Queued | Pushed::DroppedOldest(_) => fanout.delivered += 1,
                 // Closed as a slow consumer: it stays listed until its
@@ -269,72 +422,81 @@ impl Shard {
                 Pushed::ClosedSlow | Pushed::Refused => break,
             }
         }
+        let _ = done.settled.send(Ok(position.offset));
         subscribers.push(done.subscriber);
-        fanout
+        (fanout, LocalInterest::Kept)
     }
 
-    /// Removes a subscriber. Returns true when it was the last one of this
-    /// room and codec here, so the home must be told (`Interest { on: false }`).
-    pub fn unsubscribe(&mut self, room: &RoomName, codec: Codec, conn: ConnId) -> bool {
+    /// Removes a subscriber (live, recovering or waiting). `Lost` when it
+    /// was the last one of this room and format here, so the home must be
+    /// told.
+    pub(crate) fn unsubscribe(
+        &mut self,
+        room: &RoomName,
+        format: Format,
+        conn: ConnId,
+    ) -> LocalInterest {
         let Some(local) = self.rooms.get_mut(room) else {
-            return false;
+            return LocalInterest::Kept;
         };
-        let slot = &mut local.by_codec[codec.index()];
-        // A waiter that leaves is just forgotten: the acknowledgement still
-        // comes, and `activate` then reports whether anyone is left.
-        if let Some(Slot::Pending(waiters)) = slot {
-            waiters.retain(|w| w.subscriber.conn != conn);
-            return false;
+        match &mut local.by_format[format] {
+            // A waiter that leaves is just forgotten: the acknowledgement
+            // still comes, and `activate` then reports whether anyone is left.
+            Some(Slot::Pending(waiters)) => {
+                waiters.remove(conn);
+                LocalInterest::Kept
+            }
+            Some(Slot::Active {
+                subscribers,
+                recovering,
+                ..
+            }) => {
+                if subscribers.remove(conn).is_none() && recovering.remove(conn).is_none() {
+                    return LocalInterest::Kept;
+                }
+                self.forget_if_empty(room, format)
+            }
+            None => LocalInterest::Kept,
         }
-        let Some(Slot::Active {
-            subscribers,
-            recovering,
-            ..
-        }) = slot
-        else {
-            return false;
+    }
+
+    /// Drops an active slot nobody is left in.
+    fn forget_if_empty(&mut self, room: &RoomName, format: Format) -> LocalInterest {
+        let Some(local) = self.rooms.get_mut(room) else {
+            return LocalInterest::Kept;
         };
-        if let Some(at) = subscribers.iter().position(|s| s.conn == conn) {
-            subscribers.remove(at);
-        } else if let Some(at) = recovering.iter().position(|r| r.subscriber.conn == conn) {
-            recovering.remove(at);
-        } else {
-            return false;
-        }
-        if !subscribers.is_empty() || !recovering.is_empty() {
-            return false;
+        let slot = &mut local.by_format[format];
+        if !slot.as_ref().is_some_and(Slot::is_empty) {
+            return LocalInterest::Kept;
         }
         *slot = None;
-        if local.by_codec.iter().all(Option::is_none) {
+        if local.is_empty() {
             self.rooms.remove(room);
         }
-        true
+        LocalInterest::Lost
     }
 
     /// The position a new subscriber of an active room is told.
-    pub fn current(&self, room: &RoomName, codec: Codec) -> Option<StreamPosition> {
-        match self.rooms.get(room)?.by_codec[codec.index()].as_ref()? {
+    pub(crate) fn current(&self, room: &RoomName, format: Format) -> Option<StreamPosition> {
+        match self.rooms.get(room)?.by_format[format].as_ref()? {
             Slot::Active { position, .. } => Some(position.clone()),
             Slot::Pending(_) => None,
         }
     }
 
-    /// Local subscribers of `room` in `codec` (active ones).
-    pub fn subscriber_count(&self, room: &RoomName, codec: Codec) -> usize {
-        match self
-            .rooms
-            .get(room)
-            .and_then(|r| r.by_codec[codec.index()].as_ref())
-        {
+    /// Local subscribers of `room` in `format` (active ones).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn subscriber_count(&self, room: &RoomName, format: Format) -> usize {
+        match self.rooms.get(room).and_then(|r| r.by_format[format].as_ref()) {
             Some(Slot::Active { subscribers, .. }) => subscribers.len(),
             _ => 0,
         }
     }
 
     /// Fans one sequenced publication out to the active local subscribers:
-    /// each gets a reference to the shared frame of its codec. Recovering
+    /// each gets a reference to the shared frame of its format. Recovering
     /// subscribers get nothing: the home's answer carries it.
-    pub fn deliver(
+    pub(crate) fn deliver(
         &mut self,
         room: &RoomName,
         offset: Offset,
@@ -345,7 +507,7 @@ impl Shard {
         let Some(local) = self.rooms.get_mut(room) else {
             return fanout;
         };
-        for (slot, frame) in local.by_codec.iter_mut().zip(frames) {
+        for (format, slot) in local.by_format.iter_mut() {
             if let (
                 Some(Slot::Active {
                     position,
@@ -353,25 +515,25 @@ impl Shard {
                     ..
                 }),
                 Some(frame),
-            ) = (slot, frame)
+            ) = (slot, &frames[format])
             {
                 position.offset = offset;
                 let local: LocalFrame = Rc::new(frame.clone());
-                fan_out(subscribers, &local, now, &mut fanout);
+                fan_out(&subscribers.entries, &local, now, &mut fanout);
             }
         }
         fanout
     }
 
     /// Queues a join or leave event to the subscribers that asked for them.
-    pub fn deliver_presence(&mut self, room: &RoomName, frames: &Frames, now: Instant) {
+    pub(crate) fn deliver_presence(&mut self, room: &RoomName, frames: &Frames, now: Instant) {
         let Some(local) = self.rooms.get(room) else {
             return;
         };
-        for (slot, frame) in local.by_codec.iter().zip(frames) {
-            if let (Some(Slot::Active { subscribers, .. }), Some(frame)) = (slot, frame) {
+        for (format, slot) in local.by_format.iter() {
+            if let (Some(Slot::Active { subscribers, .. }), Some(frame)) = (slot, &frames[format]) {
                 let local: LocalFrame = Rc::new(frame.clone());
-                for subscriber in subscribers.iter().filter(|s| s.join_leave) {
+                for subscriber in subscribers.entries.iter().filter(|s| s.join_leave) {
                     subscriber.outbound.push(local.clone(), now);
                 }
             }

@@ -1,88 +1,28 @@
-//! Thread-per-core: one named thread `core-{n}` per worker, each with its own
-//! current-thread tokio runtime, its own SO_REUSEPORT listener, its own room
-//! shard and home rooms. Nothing is shared between cores but the bounded
-//! queues of [`crate::router`], the counters, and the node-wide connection
-//! count.
-
-pub mod core;
+//! Thread-per-core: starts one named thread `core-{n}` per worker, each with
+//! its own current-thread tokio runtime, listener, router and engine, and
+//! stops them. Nothing is shared between cores but the bounded queues of
+//! the router, the counters, and the node (settings, connection budget,
+//! shutdown flag). A node starts whole or not at all: if any core cannot
+//! start, the cores already running are stopped and the start fails.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::rc::Rc;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::admission::Admission;
-use crate::auth::{Identity, Verifier, VerifierConfig};
+use tokio::net::TcpListener;
+use tokio::task::LocalSet;
+
 use crate::config::Config;
-use crate::limits::Limits;
-use crate::metrics::{Stats, StatsSnapshot};
-use crate::router::postbox::{self, Mailbox};
-use crate::rules::Glob;
+use crate::engine::EngineKind;
+use crate::metrics::StatsSnapshot;
+use crate::node::Node;
+use crate::router::driver::Core;
+use crate::router::postbox::{self, Inbox, Mailbox};
+use crate::router::CoreId;
 use crate::transport::listener;
-
-/// State every core can see.
-pub struct Node {
-    /// A random id of this node's run; client ids start with it, so they are
-    /// unique across a cluster and across restarts.
-    pub id: String,
-    pub config: Config,
-    pub limits: Limits,
-    pub stats: Arc<Stats>,
-    /// WebSocket connections open on this node (bounded by `max_connections`).
-    pub connections: AtomicUsize,
-    /// Checks before the upgrade (handshake cap, per-IP limits, origins).
-    pub admission: Arc<Admission>,
-    /// Set when the node serves `wss://`.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// `None`: authentication is off.
-    pub verifier: Option<Verifier>,
-    anonymous_rooms: Vec<Glob>,
-    /// Whether any room rule requires roles.
-    pub role_rules: bool,
-    shutting_down: AtomicBool,
-    mailboxes: Arc<[Mailbox]>,
-}
-
-impl Node {
-    /// Whether a graceful shutdown has begun.
-    pub fn shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// The identity of a connection that brought no token, if it may
-    /// connect at all.
-    pub fn anonymous(&self) -> Option<Identity> {
-        match self.verifier {
-            None => Some(Identity::unrestricted()),
-            Some(_) if self.config.allow_anonymous => {
-                Some(Identity::anonymous(&self.anonymous_rooms))
-            }
-            Some(_) => None,
-        }
-    }
-
-    /// Takes a connection slot, if one is free.
-    pub fn try_admit(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let before = self.connections.fetch_add(1, Ordering::AcqRel);
-        if before >= self.config.max_connections {
-            self.connections.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(ConnectionSlot { node: self.clone() })
-    }
-}
-
-/// A held connection slot; dropping it frees the slot.
-pub struct ConnectionSlot {
-    node: Arc<Node>,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.node.connections.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,86 +34,101 @@ pub enum StartError {
     },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
+    #[error("core {core} could not start: {reason}")]
+    Core { core: usize, reason: String },
     #[error(transparent)]
     Key(#[from] crate::auth::KeyError),
     #[error(transparent)]
     Tls(#[from] crate::transport::tls::TlsError),
 }
 
+/// What a node starts with besides its configuration: which engine its
+/// cores run, and (for the project's own tests) a core made to fail.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StartOptions {
+    pub(crate) engine: EngineKind,
+    /// This core reports a failure instead of starting.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fail_core: Option<usize>,
+}
+
 /// A running node.
 pub struct Server {
     local_addr: SocketAddr,
     node: Arc<Node>,
+    mailboxes: Arc<[Mailbox]>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds every worker's listener and starts the cores. Returns once the
-    /// node accepts connections.
+    /// Binds every worker's listener and starts the cores. Returns once
+    /// every core accepts connections, or fails (with every core stopped)
+    /// if one cannot start.
     pub fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with(config, StartOptions::default())
+    }
+
+    pub(crate) fn start_with(config: Config, options: StartOptions) -> Result<Server, StartError> {
         let workers = config.workers;
-        let listeners =
-            listener::bind_all(config.listen, workers).map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listeners[0]
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let verifier = Verifier::from_config(&VerifierConfig {
-            algorithm: config.jwt_algorithm,
-            secret: config.jwt_secret.0.clone(),
-            public_key: config.jwt_public_key.clone(),
-            issuer: config.jwt_issuer.clone(),
-            audience: config.jwt_audience.clone(),
-            leeway: config.jwt_leeway,
-        })?;
+        let bind_error = |source| StartError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listeners = listener::bind_all(config.listen, workers).map_err(bind_error)?;
+        let local_addr = listeners[0].local_addr().map_err(bind_error)?;
         let tls = crate::transport::tls::acceptor(&config)?;
         let (mailboxes, inboxes) = postbox::mailboxes(workers, config.core_queue_capacity);
-        let node = Arc::new(Node {
-            id: format!("{:08x}", crate::protocol::random_u64() as u32),
-            limits: Limits::from_config(&config),
-            stats: Arc::new(Stats::new(workers)),
-            connections: AtomicUsize::new(0),
-            admission: Arc::new(Admission::new(&config)),
-            verifier,
-            anonymous_rooms: config
-                .anonymous_rooms
-                .0
-                .iter()
-                .map(|p| Glob::new(p))
-                .collect(),
-            role_rules: config.rooms.has_role_rules(),
-            tls,
-            shutting_down: AtomicBool::new(false),
+        let node = Arc::new(Node::new(config, tls)?);
+        let mut server = Server {
+            local_addr,
+            node: node.clone(),
             mailboxes: mailboxes.clone(),
-            config,
-        });
+            threads: Vec::with_capacity(workers),
+        };
         let cpus = core_affinity::get_core_ids().unwrap_or_default();
-        let mut threads = Vec::with_capacity(workers);
+        let (ready_tx, ready) = mpsc::channel();
         for (n, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
-            let node = node.clone();
-            let mailboxes = mailboxes.clone();
             let cpu = (node.config.pin_cores && !cpus.is_empty()).then(|| cpus[n % cpus.len()]);
+            let start = CoreStart {
+                id: CoreId(n),
+                node: node.clone(),
+                mailboxes: mailboxes.clone(),
+                inbox,
+                listener,
+                options: options.clone(),
+                ready: ready_tx.clone(),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("core-{n}"))
                 .spawn(move || {
                     if let Some(cpu) = cpu {
                         core_affinity::set_for_current(cpu);
                     }
-                    core::run(n, node, mailboxes, inbox, listener);
-                })
-                .map_err(StartError::Thread)?;
-            threads.push(thread);
+                    start.run();
+                });
+            match thread {
+                Ok(thread) => server.threads.push(thread),
+                Err(error) => {
+                    server.stop();
+                    return Err(StartError::Thread(error));
+                }
+            }
         }
-        Ok(Server {
-            local_addr,
-            node,
-            threads,
-        })
+        drop(ready_tx);
+        for _ in 0..workers {
+            // A core that died without a word closed its sender: a failure too.
+            let report = ready.recv().unwrap_or_else(|_| {
+                Err(StartError::Core {
+                    core: usize::MAX,
+                    reason: "a core stopped while starting".into(),
+                })
+            });
+            if let Err(error) = report {
+                server.stop();
+                return Err(error);
+            }
+        }
+        Ok(server)
     }
 
     /// The address the node listens on (the real port when 0 was asked for).
@@ -189,8 +144,8 @@ impl Server {
     /// Begins a graceful shutdown: stop accepting, then flush and close every
     /// connection with 1012, spread over `drain_period`.
     pub fn shutdown(&self) {
-        self.node.shutting_down.store(true, Ordering::Release);
-        for mailbox in self.node.mailboxes.iter() {
+        self.node.begin_shutdown();
+        for mailbox in self.mailboxes.iter() {
             mailbox.wake.notify_one();
         }
     }
@@ -201,6 +156,74 @@ impl Server {
             let _ = thread.join();
         }
     }
+
+    /// Shuts down whatever started and waits for it.
+    fn stop(&mut self) {
+        self.shutdown();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    /// The URL clients connect to.
+    fn url(&self) -> String {
+        let scheme = if self.node.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.local_addr, self.node.config.path)
+    }
+}
+
+/// What one core thread starts from.
+struct CoreStart {
+    id: CoreId,
+    node: Arc<Node>,
+    mailboxes: Arc<[Mailbox]>,
+    inbox: Inbox,
+    listener: std::net::TcpListener,
+    options: StartOptions,
+    ready: mpsc::Sender<Result<(), StartError>>,
+}
+
+impl CoreStart {
+    /// Runs the core on the calling thread until shutdown completes, after
+    /// reporting whether it started.
+    fn run(self) {
+        let CoreStart {
+            id,
+            node,
+            mailboxes,
+            inbox,
+            listener,
+            options,
+            ready,
+        } = self;
+        let started = ready.clone();
+        let failed = move |reason: String| {
+            let _ = ready.send(Err(StartError::Core { core: id.0, reason }));
+        };
+        #[cfg(feature = "test-hooks")]
+        if options.fail_core == Some(id.0) {
+            return failed("made to fail by the test".into());
+        }
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => return failed(format!("cannot build its runtime: {error}")),
+        };
+        let local = LocalSet::new();
+        local.block_on(&runtime, async move {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(error) => return failed(format!("cannot register its listener: {error}")),
+            };
+            let core = Rc::new(Core::new(id, node, mailboxes, &options.engine));
+            tokio::task::spawn_local(listener::accept(listener, core.clone()));
+            tokio::task::spawn_local(core.clone().sweep());
+            let _ = started.send(Ok(()));
+            core.drive(inbox).await;
+        });
+    }
 }
 
 /// Runs a node until `shutdown` resolves, then shuts it down gracefully.
@@ -208,9 +231,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let server = Server::start(config)?;
     // A plain line on stdout (logs go to stderr), for people and scripts.
     println!(
-        "roomcast listening on ws://{}{} with {} workers",
-        server.local_addr(),
-        server.node.config.path,
+        "roomcast listening on {} with {} workers",
+        server.url(),
         server.node.config.workers
     );
     shutdown.await;

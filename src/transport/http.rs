@@ -35,9 +35,10 @@ use tokio::time::Instant;
 
 use crate::admission::Refusal;
 use crate::auth::token_from_request;
+use crate::limits::REFUSAL_WRITE_TIMEOUT;
 use crate::metrics;
 use crate::protocol::Codec;
-use crate::runtime::core::Core;
+use crate::router::driver::Core;
 
 use super::session::{self, Admitted, Mode};
 
@@ -56,7 +57,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
 /// The codec a client asked for: no offer means MessagePack; otherwise the
 /// first offered subprotocol we speak, echoed back in the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Negotiated {
+pub(crate) enum Negotiated {
     Default(Codec),
     Offered(Codec),
 }
@@ -64,10 +65,10 @@ pub enum Negotiated {
 /// Every subprotocol the client offered is one we do not speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no supported subprotocol offered")]
-pub struct UnsupportedSubprotocol;
+pub(crate) struct UnsupportedSubprotocol;
 
 /// Picks the codec from the `Sec-WebSocket-Protocol` offers.
-pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, UnsupportedSubprotocol> {
+pub(crate) fn negotiate(headers: &HeaderMap) -> Result<Negotiated, UnsupportedSubprotocol> {
     let mut offered = false;
     for value in headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
         offered = true;
@@ -115,7 +116,7 @@ async fn handle(
     core: Rc<Core>,
     peer: SocketAddr,
 ) -> Result<HttpResponse, Infallible> {
-    let node = &core.node;
+    let node = core.node();
     let path = req.uri().path();
     let config = &node.config;
     let mode = if path == config.path {
@@ -254,18 +255,14 @@ async fn refuse_early(mut stream: TcpStream, refusal: Refusal, core: &Core) {
         "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        stream.write_all(response.as_bytes()),
-    )
-    .await;
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(response.as_bytes())).await;
 }
 
 /// Serves one accepted TCP connection until it upgrades or ends: the
 /// admission checks, TLS when configured, then HTTP, all within
 /// `handshake_timeout`.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
-    let node = core.node.clone();
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
+    let node = core.node().clone();
     let _handshake = match node.admission.begin_handshake(peer.ip()) {
         Ok(slot) => slot,
         Err(refusal) => return refuse_early(stream, refusal, &core).await,
@@ -285,7 +282,7 @@ async fn serve_http<I>(io: I, peer: SocketAddr, core: Rc<Core>, deadline: Instan
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let config = &core.node.config;
+    let config = &core.node().config;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

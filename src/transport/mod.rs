@@ -1,8 +1,10 @@
-//! Sockets: the per-core listener, the HTTP handshake and upgrade, and the
-//! WebSocket session that reads requests and writes the outbound queue.
+//! Sockets, and nothing else: the per-core listener and accept loop, TLS,
+//! the HTTP handshake and upgrade, and the WebSocket session that reads
+//! frames into requests for its member and writes the member's outbound
+//! queue. Everything below (router, engine, protocol) is reached through
+//! the member handle and never imports this module.
 
-pub mod http;
-pub mod listener;
-pub mod outbound;
-pub mod session;
-pub mod tls;
+pub(crate) mod http;
+pub(crate) mod listener;
+pub(crate) mod session;
+pub(crate) mod tls;

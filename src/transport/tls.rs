@@ -22,7 +22,7 @@ pub enum TlsError {
 }
 
 /// The acceptor for `tls_cert`/`tls_key`, or `None` when they are not set.
-pub fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, TlsError> {
+pub(crate) fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, TlsError> {
     if config.tls_cert.is_empty() {
         return Ok(None);
     }

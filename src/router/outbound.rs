@@ -6,7 +6,8 @@
 //! but not yet written still count against the bound, so a connection's
 //! memory never exceeds `max_bytes` plus one frame, however slow its reader.
 //! Everything here is single-threaded: the queue lives on its connection's
-//! core and is filled by that core's shard and session.
+//! core and is filled by that core's shard and member; the transport's
+//! writer drains it into the socket.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -16,13 +17,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::limits::{close_code, OutboundLimits, SlowConsumerPolicy};
+use crate::limits::{close_code, OutboundLimits, SlowConsumerPolicy, MAX_PENDING_PONGS};
 use crate::metrics::{self, CoreStats};
 use crate::protocol::frame;
 
 /// What a push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
+pub(crate) enum Pushed {
     Queued,
     /// `drop-oldest`: this many older frames were dropped to make room.
     DroppedOldest(usize),
@@ -34,17 +35,17 @@ pub enum Pushed {
 
 /// Why a connection is being closed by the server, and what to send.
 #[derive(Debug, Clone)]
-pub struct Closing {
-    pub code: u16,
-    pub reason: &'static str,
+pub(crate) struct Closing {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
     /// Send what is queued first (shutdown), or not (slow consumer, errors).
-    pub flush: bool,
+    pub(crate) flush: bool,
 }
 
 /// A frame as a core queues it: the shared [`Bytes`] behind a core-local
 /// `Rc`, so queueing it to each subscriber is a plain increment; the atomic
 /// count of the `Bytes` is touched once per core and publication.
-pub type LocalFrame = Rc<Bytes>;
+pub(crate) type LocalFrame = Rc<Bytes>;
 
 struct Queued {
     frame: LocalFrame,
@@ -53,9 +54,6 @@ struct Queued {
     /// it); replies never are (a request gets exactly one reply).
     droppable: bool,
 }
-
-/// Unsent answers to pings kept at most per connection.
-pub const MAX_PENDING_PONGS: usize = 16;
 
 struct State {
     frames: VecDeque<Queued>,
@@ -70,7 +68,7 @@ struct State {
 }
 
 /// A connection's outbound queue and the writer's wake-up.
-pub struct Outbound {
+pub(crate) struct Outbound {
     state: RefCell<State>,
     limits: OutboundLimits,
     writer: Cell<Option<Waker>>,
@@ -79,7 +77,7 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(limits: OutboundLimits, stats: CoreStats) -> Outbound {
+    pub(crate) fn new(limits: OutboundLimits, stats: CoreStats) -> Outbound {
         Outbound {
             state: RefCell::new(State {
                 frames: VecDeque::new(),
@@ -101,14 +99,14 @@ impl Outbound {
     }
 
     /// Queues a delivery, applying the slow-consumer policy if it does not fit.
-    pub fn push(&self, frame: impl Into<LocalFrame>, now: Instant) -> Pushed {
+    pub(crate) fn push(&self, frame: impl Into<LocalFrame>, now: Instant) -> Pushed {
         self.enqueue(frame.into(), now, true)
     }
 
     /// Queues a reply. Under the same bound as deliveries, but `drop-oldest`
     /// never drops a reply: when only replies are left to drop, the
     /// connection is closed as under `close`.
-    pub fn reply(&self, frame: Bytes, now: Instant) -> Pushed {
+    pub(crate) fn reply(&self, frame: Bytes, now: Instant) -> Pushed {
         self.enqueue(Rc::new(frame), now, false)
     }
 
@@ -177,7 +175,7 @@ impl Outbound {
     }
 
     /// Queues the answer to a ping.
-    pub fn pong(&self, payload: &[u8]) {
+    pub(crate) fn pong(&self, payload: &[u8]) {
         let mut state = self.state.borrow_mut();
         if state.pongs.len() >= MAX_PENDING_PONGS {
             state.pongs.pop_front();
@@ -190,13 +188,13 @@ impl Outbound {
     }
 
     /// Queues a heartbeat ping.
-    pub fn ping(&self, payload: &[u8]) {
+    pub(crate) fn ping(&self, payload: &[u8]) {
         self.state.borrow_mut().ping = Some(Rc::new(frame::control(frame::Opcode::Ping, payload)));
         self.wake();
     }
 
     /// Starts closing the connection (the first reason wins).
-    pub fn close(&self, closing: Closing) {
+    pub(crate) fn close(&self, closing: Closing) {
         let mut state = self.state.borrow_mut();
         if state.closing.is_some() {
             return;
@@ -210,26 +208,30 @@ impl Outbound {
     }
 
     /// The close in progress, if any.
-    pub fn closing(&self) -> Option<Closing> {
+    pub(crate) fn closing(&self) -> Option<Closing> {
         self.state.borrow().closing.clone()
     }
 
     /// Frames queued and not yet taken by the writer.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.state.borrow().frames.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Bytes queued or in the writer's hands.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.state.borrow().bytes
     }
 
     /// Ready when there is something to write or a close to send.
-    pub fn poll_work(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_work(&self, cx: &mut Context<'_>) -> Poll<()> {
         let state = self.state.borrow();
         if !state.frames.is_empty()
             || !state.pongs.is_empty()
@@ -244,7 +246,7 @@ impl Outbound {
     }
 
     /// Ready once a close has been requested (used while a write is in progress).
-    pub fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.state.borrow().closing.is_some() {
             Poll::Ready(())
         } else {
@@ -256,7 +258,7 @@ impl Outbound {
     /// Moves control frames and then data frames into `batch`, up to
     /// `max_frames` frames or about `max_bytes` bytes (at least one frame).
     /// Returns the data bytes taken, to hand back to [`Outbound::written`].
-    pub fn take(&self, batch: &mut Vec<LocalFrame>, max_frames: usize, max_bytes: usize) -> usize {
+    pub(crate) fn take(&self, batch: &mut Vec<LocalFrame>, max_frames: usize, max_bytes: usize) -> usize {
         let mut state = self.state.borrow_mut();
         batch.extend(state.pongs.drain(..));
         if let Some(ping) = state.ping.take() {
@@ -274,7 +276,7 @@ impl Outbound {
     }
 
     /// The writer wrote `n` data bytes taken with [`Outbound::take`].
-    pub fn written(&self, n: usize) {
+    pub(crate) fn written(&self, n: usize) {
         let mut state = self.state.borrow_mut();
         state.bytes = state.bytes.saturating_sub(n);
     }

@@ -1,0 +1,117 @@
+//! What every core of a node shares: the settings and bounds, the counters,
+//! the connection budget, the checks made at the door, the room policy, and
+//! the shutdown flag. Read-mostly: the only writes are the connection count
+//! and the shutdown flag (atomics) and each core's own counters.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::admission::Admission;
+use crate::auth::{Identity, Verifier, VerifierConfig};
+use crate::config::Config;
+use crate::limits::Limits;
+use crate::metrics::{CoreCounters, Stats};
+use crate::rules::{Glob, RoomPolicy};
+
+/// State every core can see.
+pub(crate) struct Node {
+    /// A random id of this node's run; client ids start with it, so they are
+    /// unique across a cluster and across restarts.
+    pub(crate) id: String,
+    pub(crate) config: Config,
+    pub(crate) limits: Limits,
+    /// Decides each room's options (history, presence, join and leave).
+    pub(crate) rooms: RoomPolicy,
+    pub(crate) stats: Arc<Stats>,
+    /// WebSocket connections open on this node (bounded by `max_connections`).
+    connections: AtomicUsize,
+    /// Checks before the upgrade (handshake cap, per-IP limits, origins).
+    pub(crate) admission: Arc<Admission>,
+    /// Set when the node serves `wss://`.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `None`: authentication is off.
+    pub(crate) verifier: Option<Verifier>,
+    anonymous_rooms: Vec<Glob>,
+    /// Whether any room rule requires roles (if none does, no check is needed).
+    pub(crate) role_rules: bool,
+    shutting_down: AtomicBool,
+}
+
+impl Node {
+    /// The node for `config`; `tls` is the acceptor when `wss://` is on.
+    pub(crate) fn new(
+        config: Config,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<Node, crate::auth::KeyError> {
+        let verifier = Verifier::from_config(&VerifierConfig {
+            algorithm: config.jwt_algorithm,
+            secret: config.jwt_secret.0.clone(),
+            public_key: config.jwt_public_key.clone(),
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            leeway: config.jwt_leeway,
+        })?;
+        Ok(Node {
+            id: format!("{:08x}", crate::protocol::random_u64() as u32),
+            limits: config.limits(),
+            rooms: config.room_policy(),
+            stats: Arc::new(Stats::new(config.workers)),
+            connections: AtomicUsize::new(0),
+            admission: Arc::new(Admission::new(&config)),
+            tls,
+            verifier,
+            anonymous_rooms: config.anonymous_rooms.0.iter().map(|p| Glob::new(p)).collect(),
+            role_rules: config.rooms.has_role_rules(),
+            shutting_down: AtomicBool::new(false),
+            config,
+        })
+    }
+
+    /// The counters core `core` writes.
+    pub(crate) fn counters(&self, core: usize) -> &CoreCounters {
+        self.stats.core(core)
+    }
+
+    /// Whether a graceful shutdown has begun.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Marks the start of a graceful shutdown (the cores then drain).
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// The identity of a connection that brought no token, if it may
+    /// connect at all.
+    pub(crate) fn anonymous(&self) -> Option<Identity> {
+        match self.verifier {
+            None => Some(Identity::unrestricted()),
+            Some(_) if self.config.allow_anonymous => {
+                Some(Identity::anonymous(&self.anonymous_rooms))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Takes a connection slot, if one is free.
+    pub(crate) fn try_admit(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let before = self.connections.fetch_add(1, Ordering::AcqRel);
+        if before >= self.config.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnectionSlot { node: self.clone() })
+    }
+}
+
+/// A held connection slot; dropping it frees the slot.
+pub(crate) struct ConnectionSlot {
+    node: Arc<Node>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.node.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,516 @@
+//! One core's router: its home rooms, its shard, its engine, its postbox,
+//! its members and waiters, and the driver task that drains its inboxes
+//! into them. Everything here belongs to one core thread (`Rc`, `RefCell`):
+//! no locks. No borrow is held across an `.await` or while a message is
+//! dispatched, so handling one message may route another (to this core or
+//! elsewhere) without re-entering a borrowed cell.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Waker};
+
+use foldhash::HashMap;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::engine::{Answer, Engine, EngineKind, Op, Outcome as EngineOutcome, Recovery, Ticket};
+use crate::limits::{close_code, DRAIN_GRACE, DRAIN_POLL, DRIVER_BATCH, SWEEP_INTERVAL};
+use crate::metrics::{self, CoreCounters, CoreStats};
+use crate::node::Node;
+use crate::protocol::{frame, Outcome, Reply, RoomName, StreamPosition};
+
+use super::home::{Begun, Home, Outbox, Step};
+use super::message::{Event, FromHome, PublishMsg, ToHome};
+use super::outbound::{Closing, Outbound};
+use super::postbox::{Inbox, Mailbox, Postbox};
+use super::shard::{LocalInterest, Shard, SubscribeStep, Subscriber};
+use super::waiters::Waiters;
+use super::{home_core, ConnId, CoreId, Format, RecoveryToken, ReplyTo};
+
+/// A member as its core knows it: where its replies go.
+struct MemberEntry {
+    format: Format,
+    outbound: Rc<Outbound>,
+}
+
+/// Everything one core routes with.
+pub(crate) struct Core {
+    id: CoreId,
+    node: Arc<Node>,
+    shard: RefCell<Shard>,
+    home: RefCell<Home>,
+    engine: RefCell<Box<dyn Engine>>,
+    /// Engine answers taken and not yet applied.
+    answers: RefCell<Vec<(Ticket, EngineOutcome)>>,
+    postbox: Postbox,
+    members: RefCell<HashMap<ConnId, MemberEntry>>,
+    waiters: Waiters,
+    /// Kept between steps so that a step allocates no list of messages.
+    scratch: RefCell<Outbox>,
+    next_conn: Cell<u64>,
+    next_token: Cell<u64>,
+    /// Notified when the drain begins (the accept loop stops then).
+    draining: Notify,
+}
+
+impl Core {
+    /// Core `id`'s router, with a fresh engine of `engine`'s kind.
+    pub(crate) fn new(
+        id: CoreId,
+        node: Arc<Node>,
+        mailboxes: Arc<[Mailbox]>,
+        engine: &EngineKind,
+    ) -> Core {
+        let engine = engine.build(crate::engine::EngineConfig::from_config(&node.config));
+        let stats = CoreStats::new(node.stats.clone(), id.0);
+        Core {
+            id,
+            shard: RefCell::new(Shard::default()),
+            home: RefCell::new(Home::new(
+                node.rooms.clone(),
+                node.config.history_max_page,
+                stats,
+            )),
+            engine: RefCell::new(engine),
+            answers: RefCell::new(Vec::new()),
+            postbox: Postbox::new(id, mailboxes),
+            members: RefCell::new(HashMap::default()),
+            waiters: Waiters::default(),
+            scratch: RefCell::new(Vec::new()),
+            next_conn: Cell::new(1),
+            next_token: Cell::new(1),
+            draining: Notify::new(),
+            node,
+        }
+    }
+
+    pub(crate) fn id(&self) -> CoreId {
+        self.id
+    }
+
+    pub(crate) fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// This core's counters.
+    pub(crate) fn counters(&self) -> &CoreCounters {
+        self.node.counters(self.id.0)
+    }
+
+    pub(crate) fn waiters(&self) -> &Waiters {
+        &self.waiters
+    }
+
+    /// Resolves once this core begins its drain.
+    pub(crate) async fn drain_started(&self) {
+        self.draining.notified().await;
+    }
+
+    // Members.
+
+    /// Registers a member and gives it an id and an outbound queue.
+    pub(crate) fn register(&self, format: Format) -> (ConnId, Rc<Outbound>) {
+        let conn = ConnId(self.next_conn.get());
+        self.next_conn.set(conn.0 + 1);
+        let stats = CoreStats::new(self.node.stats.clone(), self.id.0);
+        let outbound = Rc::new(Outbound::new(self.node.limits.outbound, stats));
+        let entry = MemberEntry {
+            format,
+            outbound: outbound.clone(),
+        };
+        self.members.borrow_mut().insert(conn, entry);
+        (conn, outbound)
+    }
+
+    pub(crate) fn deregister(&self, conn: ConnId) {
+        self.members.borrow_mut().remove(&conn);
+    }
+
+    /// A token no other recovery on this core has.
+    pub(crate) fn recovery_token(&self) -> RecoveryToken {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        RecoveryToken(token)
+    }
+
+    /// The cluster-wide id of one of this core's connections, as presence shows it.
+    pub(crate) fn client_id(&self, conn: ConnId) -> String {
+        format!("{}-{}-{}", self.node.id, self.id.0, conn.0)
+    }
+
+    /// The home of `room`.
+    pub(crate) fn home_of(&self, room: &RoomName) -> CoreId {
+        home_core(room, self.node.config.workers)
+    }
+
+    // The local shard, for members.
+
+    pub(crate) fn subscribe_local(
+        &self,
+        room: &RoomName,
+        format: Format,
+        subscriber: Subscriber,
+        request: crate::protocol::RequestId,
+        recover: Option<RecoveryToken>,
+    ) -> SubscribeStep {
+        let now = Instant::now().into_std();
+        self.shard
+            .borrow_mut()
+            .subscribe(room, format, subscriber, request, recover, now)
+    }
+
+    pub(crate) fn unsubscribe_local(
+        &self,
+        room: &RoomName,
+        format: Format,
+        conn: ConnId,
+    ) -> LocalInterest {
+        self.shard.borrow_mut().unsubscribe(room, format, conn)
+    }
+
+    /// The position a new subscriber of an active room here is told.
+    pub(crate) fn current_position(&self, room: &RoomName, format: Format) -> Option<StreamPosition> {
+        self.shard.borrow().current(room, format)
+    }
+
+    // Sending.
+
+    /// Sends a message to `room`'s home: handled at once when it is this
+    /// core, posted otherwise. Never waits, and keeps the order of every
+    /// message this core sends to one destination.
+    pub(crate) fn tell_home(&self, home: CoreId, msg: ToHome) {
+        if home == self.id {
+            self.to_home(msg);
+        } else {
+            self.postbox.post(home, Event::ToHome(msg));
+        }
+    }
+
+    /// Sends a message a member asked for, then waits while this core's
+    /// overflow holds anything, so a member that pipelines requests adds
+    /// at most one message to it.
+    pub(crate) async fn ask_home(&self, home: CoreId, msg: ToHome) {
+        self.tell_home(home, msg);
+        self.overflow_drained().await;
+    }
+
+    /// Waits until nothing this core made waits for room in another core's inbox.
+    pub(crate) async fn overflow_drained(&self) {
+        if self.postbox.has_overflow() {
+            self.postbox.overflow_drained().await;
+        }
+    }
+
+    /// Hands a publication to its home core from a member. On the home core
+    /// it is sequenced and fanned out at once; the member then waits until
+    /// the deliveries to other cores are all posted, so the overflow stays
+    /// bounded by one publication per member. To another core, it waits for
+    /// room in that core's publishes inbox.
+    pub(crate) async fn send_publish(&self, home: CoreId, msg: PublishMsg) {
+        if home == self.id {
+            self.publish(msg);
+            self.overflow_drained().await;
+        } else {
+            self.postbox.send_publish(home, msg).await;
+        }
+    }
+
+    fn send_from_home(&self, dest: CoreId, msg: FromHome) {
+        if dest == self.id {
+            self.from_home(msg);
+        } else {
+            self.postbox.post(dest, Event::FromHome(msg));
+        }
+    }
+
+    // The home side.
+
+    /// A publication to a room homed here.
+    fn publish(&self, msg: PublishMsg) {
+        let step = Step::Publish {
+            data: msg.data,
+            key: msg.idempotency_key,
+            reply_to: msg.reply_to,
+        };
+        self.run_step(&msg.room, step);
+    }
+
+    fn to_home(&self, msg: ToHome) {
+        let (room, step) = match msg {
+            ToHome::Interest { room, format, core } => (room, Step::Interest { format, core }),
+            ToHome::Disinterest { room, format, core } => {
+                (room, Step::Disinterest { format, core })
+            }
+            ToHome::Recover {
+                room,
+                format,
+                from,
+                core,
+                token,
+            } => (
+                room,
+                Step::Recover {
+                    format,
+                    from,
+                    core,
+                    token,
+                },
+            ),
+            ToHome::Query {
+                room,
+                query,
+                reply_to,
+            } => (room, Step::Query { query, reply_to }),
+            ToHome::Presence { room, change, info } => (room, Step::Presence { change, info }),
+        };
+        self.run_step(&room, step);
+    }
+
+    /// Begins a step in the home, starts its engine operation, and applies
+    /// the answer when the engine has it at once.
+    fn run_step(&self, room: &RoomName, step: Step) {
+        let mut out = self.scratch.take();
+        {
+            let now = Instant::now().into_std();
+            let mut home = self.home.borrow_mut();
+            let mut engine = self.engine.borrow_mut();
+            // A step that asks the engine nothing is answered at once.
+            let mut start = |ticket, op: Option<Op>| match op {
+                None => Some(Ok(Answer::Nothing)),
+                Some(op) => engine.start(ticket, room, op, now),
+            };
+            match home.begin(room, step) {
+                Begun::Idle { ticket, op, then } => match start(ticket, op) {
+                    Some(outcome) => home.finish(room, then, outcome, &mut out),
+                    None => home.wait(room, ticket, then),
+                },
+                Begun::Queued { ticket, op } => {
+                    if let Some(outcome) = start(ticket, op) {
+                        home.answer(ticket, outcome, &mut out);
+                    }
+                }
+            }
+        }
+        self.dispatch(out);
+    }
+
+    /// Applies the engine answers that arrived.
+    fn apply_answers(&self) {
+        let answers = std::mem::take(&mut *self.answers.borrow_mut());
+        if answers.is_empty() {
+            return;
+        }
+        let mut out = self.scratch.take();
+        {
+            let mut home = self.home.borrow_mut();
+            for (ticket, outcome) in answers {
+                home.answer(ticket, outcome, &mut out);
+            }
+        }
+        self.dispatch(out);
+    }
+
+    /// Sends what the home produced, in order.
+    fn dispatch(&self, mut out: Outbox) {
+        for (dest, msg) in out.drain(..) {
+            self.send_from_home(dest, msg);
+        }
+        self.scratch.replace(out);
+    }
+
+    // The subscriber side.
+
+    fn from_home(&self, msg: FromHome) {
+        let now = Instant::now().into_std();
+        match msg {
+            FromHome::Interested {
+                room,
+                format,
+                position,
+            } => {
+                let interest = self.shard.borrow_mut().activate(&room, format, position, now);
+                self.on_local_interest(room, format, interest);
+            }
+            FromHome::Deliver {
+                room,
+                offset,
+                frames,
+            } => {
+                let fanout = self.shard.borrow_mut().deliver(&room, offset, &frames, now);
+                metrics::add(&self.counters().deliveries, fanout.delivered);
+            }
+            FromHome::Recovered {
+                room,
+                format,
+                token,
+                recovery,
+            } => {
+                let counter = match &recovery {
+                    Ok(Recovery::Recovered { .. }) => &self.counters().recoveries,
+                    Ok(Recovery::Refused { .. }) | Err(_) => &self.counters().recoveries_refused,
+                };
+                metrics::add(counter, 1);
+                let (fanout, interest) =
+                    self.shard
+                        .borrow_mut()
+                        .finish_recovery(&room, format, token, recovery, now);
+                metrics::add(&self.counters().recovered_deliveries, fanout.delivered);
+                self.on_local_interest(room, format, interest);
+            }
+            FromHome::Reply { to, outcome } => self.deliver_reply(to, outcome),
+            FromHome::PresenceEvent { room, frames } => {
+                self.shard
+                    .borrow_mut()
+                    .deliver_presence(&room, &frames, now);
+            }
+        }
+    }
+
+    /// Tells the home when this core lost its last subscriber of a room.
+    fn on_local_interest(&self, room: RoomName, format: Format, interest: LocalInterest) {
+        if interest == LocalInterest::Lost {
+            let home = self.home_of(&room);
+            let core = self.id;
+            self.tell_home(home, ToHome::Disinterest { room, format, core });
+        }
+    }
+
+    /// Hands a reply to the connection or waiter on this core it is for.
+    fn deliver_reply(&self, to: ReplyTo, outcome: Outcome) {
+        if let Outcome::Error { .. } = outcome {
+            metrics::add(&self.counters().error_replies, 1);
+        }
+        match to {
+            ReplyTo::Connection { conn, request, .. } => {
+                let members = self.members.borrow();
+                if let Some(member) = members.get(&conn) {
+                    let reply = Reply {
+                        id: request,
+                        outcome,
+                    };
+                    let frame = frame::reply(member.format.codec(), &reply);
+                    member.outbound.reply(frame, Instant::now().into_std());
+                }
+            }
+            ReplyTo::Waiter { waiter, .. } => self.waiters.complete(waiter, outcome),
+        }
+    }
+
+    // The driver.
+
+    /// Drops expired history and keys, and rooms nobody uses, now and then.
+    pub(crate) async fn sweep(self: Rc<Self>) {
+        let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if self.node.shutting_down() {
+                return;
+            }
+            let home = self.home.borrow();
+            let in_use = |room: &RoomName| home.in_use(room);
+            self.engine
+                .borrow_mut()
+                .sweep(Instant::now().into_std(), &in_use);
+        }
+    }
+
+    /// Takes the engine answers that are in, registering `cx` for more.
+    fn poll_engine(&self, cx: &mut Context<'_>) -> std::task::Poll<()> {
+        let mut answers = self.answers.borrow_mut();
+        self.engine.borrow_mut().poll_answers(cx, &mut answers)
+    }
+
+    /// The driver: drains this core's inboxes and its engine's answers
+    /// until shutdown completes.
+    pub(crate) async fn drive(self: Rc<Self>, inbox: Inbox) {
+        let mut drain_started: Option<Instant> = None;
+        loop {
+            self.postbox.flush();
+            let _ = self.poll_engine(&mut Context::from_waker(Waker::noop()));
+            self.apply_answers();
+            let mut handled = 0;
+            while handled < DRIVER_BATCH {
+                let Ok(event) = inbox.events.try_recv() else {
+                    break;
+                };
+                match event {
+                    Event::ToHome(msg) => self.to_home(msg),
+                    Event::FromHome(msg) => self.from_home(msg),
+                }
+                handled += 1;
+            }
+            while handled < 2 * DRIVER_BATCH && !self.postbox.has_overflow() {
+                let Ok(msg) = inbox.publishes.try_recv() else {
+                    break;
+                };
+                self.publish(msg);
+                handled += 1;
+            }
+            if handled > 0 {
+                self.postbox.release_blocked();
+            }
+            if self.node.shutting_down() {
+                let started = *drain_started.get_or_insert_with(|| {
+                    self.begin_drain();
+                    Instant::now()
+                });
+                if self.drained(started) {
+                    return;
+                }
+            }
+            if handled >= DRIVER_BATCH {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let wake = self.postbox.own().wake.notified();
+            let answers = poll_fn(|cx| self.poll_engine(cx));
+            let either = async {
+                tokio::select! {
+                    () = wake => {}
+                    () = answers => {}
+                }
+            };
+            if drain_started.is_some() {
+                // While draining, look again shortly even without mail.
+                let _ = tokio::time::timeout(DRAIN_POLL, either).await;
+            } else {
+                either.await;
+            }
+        }
+    }
+
+    /// Stops accepting and schedules every member's close (1012), spread
+    /// evenly over `drain_period`.
+    fn begin_drain(self: &Rc<Self>) {
+        self.draining.notify_waiters();
+        let mut conns: Vec<ConnId> = self.members.borrow().keys().copied().collect();
+        conns.sort();
+        let period = self.node.config.drain_period;
+        let count = conns.len().max(1) as u32;
+        for (i, conn) in conns.into_iter().enumerate() {
+            let core = self.clone();
+            let delay = period.mul_f64(f64::from(i as u32) / f64::from(count));
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(delay).await;
+                if let Some(member) = core.members.borrow().get(&conn) {
+                    member.outbound.close(Closing {
+                        code: close_code::SERVICE_RESTART,
+                        reason: "service restart",
+                        flush: true,
+                    });
+                }
+            });
+        }
+    }
+
+    /// Whether this core may stop: no members left, or the drain has
+    /// overrun its period plus the close timeout by [`DRAIN_GRACE`].
+    fn drained(&self, started: Instant) -> bool {
+        let config = &self.node.config;
+        let deadline = started + config.drain_period + config.close_timeout + DRAIN_GRACE;
+        self.members.borrow().is_empty() || Instant::now() >= deadline
+    }
+}

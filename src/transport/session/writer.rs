@@ -1,0 +1,155 @@
+//! The writer half of a connection: drains the member's outbound queue into
+//! the socket in vectored writes, and keeps the heartbeat and the token's
+//! deadline with one timer. It never waits on the reader: a slow socket
+//! write never stops reads, and a publisher waiting for queue room never
+//! stops writes.
+
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::pin;
+use std::rc::Rc;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::limits::{close_code, WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES};
+use crate::metrics::{self, CoreCounters};
+use crate::node::Node;
+use crate::protocol::frame;
+use crate::router::outbound::{Closing, LocalFrame, Outbound};
+
+/// What the writer watches besides its queue.
+pub(super) struct Clocks {
+    /// When the peer last sent anything: the heartbeat's proof of life.
+    pub(super) last_seen: Rc<Cell<Instant>>,
+    /// When the connection's token expires (4001 then); a refresh moves it.
+    pub(super) expiry: Rc<Cell<Option<Instant>>>,
+}
+
+/// Drains the outbound queue into the socket and keeps the heartbeat, until
+/// a close has been written or the socket fails.
+pub(super) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut socket: W,
+    outbound: Rc<Outbound>,
+    clocks: Clocks,
+    node: &Node,
+    counters: &CoreCounters,
+) {
+    let Clocks { last_seen, expiry } = clocks;
+    let limits = &node.limits;
+    // Grows on first use: an idle connection keeps no batch.
+    let mut batch: Vec<LocalFrame> = Vec::new();
+    let mut next_ping = Instant::now() + limits.ping_interval;
+    let mut ping_sent: Option<Instant> = None;
+    // One timer for the connection's life, moved only when its deadline
+    // changes: re-arming a timer per write cost more than the write's bookkeeping.
+    let mut heartbeat = pin!(sleep_until(next_ping));
+    loop {
+        // One ping outstanding at a time: the next is sent once it is answered
+        // (or the connection is closed for not answering).
+        let beat_at = match ping_sent {
+            Some(sent) => sent + limits.pong_timeout,
+            None => next_ping,
+        };
+        // The same timer also ends the connection when its token expires.
+        let wake_at = expiry.get().map_or(beat_at, |at| at.min(beat_at));
+        if heartbeat.deadline() != wake_at {
+            heartbeat.as_mut().reset(wake_at);
+        }
+        tokio::select! {
+            biased;
+            () = poll_fn(|cx| outbound.poll_work(cx)) => {}
+            () = &mut heartbeat => {
+                let now = Instant::now();
+                if expiry.get().is_some_and(|at| at <= now) {
+                    metrics::add(&counters.token_expirations, 1);
+                    expiry.set(None);
+                    outbound.close(Closing {
+                        code: close_code::TOKEN_EXPIRED,
+                        reason: "token expired",
+                        flush: false,
+                    });
+                    continue;
+                }
+                if now < beat_at {
+                    continue;
+                }
+                match ping_sent.take() {
+                    Some(sent) if last_seen.get() < sent => {
+                        metrics::add(&counters.heartbeat_timeouts, 1);
+                        outbound.close(Closing {
+                            code: close_code::HEARTBEAT_TIMEOUT,
+                            reason: "heartbeat timeout",
+                            flush: false,
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        outbound.ping(b"");
+                        ping_sent = Some(now);
+                        next_ping = now + limits.ping_interval;
+                    }
+                }
+                continue;
+            }
+        }
+        let data_bytes = outbound.take(&mut batch, WRITE_BATCH_FRAMES, WRITE_BATCH_BYTES);
+        if !batch.is_empty() {
+            let written = {
+                let mut write = pin!(write_all(&mut socket, &batch));
+                tokio::select! {
+                    result = &mut write => result,
+                    () = poll_fn(|cx| outbound.poll_closing(cx)) => {
+                        // A close was asked for while we write: finish this write
+                        // (the close frame must not cut a frame in half), briefly.
+                        timeout(limits.close_timeout, write).await.unwrap_or(Err(std::io::ErrorKind::TimedOut.into()))
+                    }
+                }
+            };
+            outbound.written(data_bytes);
+            batch.clear();
+            if written.is_err() {
+                return;
+            }
+            continue;
+        }
+        if let Some(closing) = outbound.closing() {
+            let close = frame::close(closing.code, closing.reason);
+            let _ = timeout(limits.close_timeout, socket.write_all(&close)).await;
+            let _ = socket.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Writes every frame of `batch` with as few vectored writes as the socket
+/// allows.
+pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
+    socket: &mut W,
+    batch: &[LocalFrame],
+) -> std::io::Result<()> {
+    let (mut first, mut offset) = (0, 0);
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len());
+    while first < batch.len() {
+        slices.clear();
+        slices.push(IoSlice::new(&batch[first][offset..]));
+        slices.extend(batch[first + 1..].iter().map(|b| IoSlice::new(b)));
+        let mut n = socket.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && first < batch.len() {
+            let left = batch[first].len() - offset;
+            if n >= left {
+                n -= left;
+                first += 1;
+                offset = 0;
+            } else {
+                offset += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
