@@ -61,10 +61,6 @@ pub(super) enum Command {
         op: ClientOp,
         reply: Responder<Outcome>,
     },
-    Raw {
-        bytes: Vec<u8>,
-        reply: Responder<()>,
-    },
     Close {
         reply: Responder<()>,
     },

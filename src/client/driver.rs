@@ -248,18 +248,6 @@ impl Driver {
                     let _ = reply.send(Err(ClientError::Disconnected));
                 }
             }
-            Command::Raw { bytes, reply } => {
-                let outcome = match &self.link {
-                    _ if self.is_down() => Err(self.closed_error()),
-                    Link::Up(connection) => connection
-                        .frames
-                        .send(Frame::binary(Payload::Owned(bytes)))
-                        .await
-                        .map_err(|_| ClientError::Disconnected),
-                    _ => Err(ClientError::Disconnected),
-                };
-                let _ = reply.send(outcome);
-            }
             Command::Close { reply } => {
                 if !self.closing {
                     self.closing = true;

@@ -33,8 +33,8 @@ pub enum ClientError {
     /// [`ClientOptions::max_queued_publishes`]: super::ClientOptions::max_queued_publishes
     #[error("disconnected, and the publish queue is full")]
     QueueFull,
-    /// The request needs a live connection (history, presence, raw bytes) and
-    /// there was none, or it dropped before the reply.
+    /// The request needs a live connection (history, presence) and there was
+    /// none, or it dropped before the reply.
     #[error("not connected")]
     Disconnected,
     /// The room was unsubscribed before its subscription was confirmed.

@@ -351,12 +351,6 @@ impl Client {
         }
     }
 
-    /// Sends raw bytes as one binary message on the current connection (for
-    /// tests of bad input).
-    pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<(), ClientError> {
-        self.call(|reply| Command::Raw { bytes, reply }).await
-    }
-
     /// Sends a close frame (1000) and stops reconnecting; requests still
     /// waiting fail with [`ClientError::Closed`], and the event stream ends
     /// once the server has answered (or after 2 s).
