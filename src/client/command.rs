@@ -20,10 +20,10 @@ pub(super) type Responder<T> = oneshot::Sender<Result<T, ClientError>>;
 #[derive(Default)]
 pub(super) struct Shared {
     close_reason: Mutex<Option<(u16, String)>>,
-    /// Wakes the driver to drop its connection (test hook).
+    /// Wakes the driver to drop its connection (a `test-hooks` seam).
     pub(super) drop_connection: Notify,
     /// Acknowledged publishes still to be sent whose ack is to be discarded
-    /// as if lost (test hook).
+    /// as if lost (a `test-hooks` seam).
     pub(super) lose_publish_acks: AtomicU32,
 }
 

@@ -55,7 +55,7 @@ pub(super) struct Driver {
     queued_publishes: usize,
     /// Resubscribes sent after a reconnect and not yet answered.
     resubscribing: usize,
-    /// Requests whose ack is to be discarded as if lost (test hook).
+    /// Requests whose ack is to be discarded as if lost (a `test-hooks` seam).
     losing_acks: HashSet<u64>,
     /// Request ids increase for the life of the client, so a reply can never
     /// be taken for an answer to a request of another connection.

@@ -49,6 +49,7 @@ pub enum ClientError {
     Closed(Option<(u16, String)>),
 }
 
+/// A reply of the wrong kind, named for the request it answered.
 pub(super) fn unexpected(request: &str, outcome: &Outcome) -> ClientError {
     ClientError::UnexpectedReply(format!("{request} answered with {outcome:?}"))
 }

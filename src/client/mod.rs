@@ -86,7 +86,6 @@ mod requests;
 mod rooms;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -358,21 +357,6 @@ impl Client {
         let _ = self.call(|reply| Command::Close { reply }).await;
     }
 
-    /// Drops the current connection without a close frame, as a network
-    /// failure would; the client then reconnects as usual.
-    #[doc(hidden)]
-    pub fn drop_connection_for_test(&self) {
-        self.shared.drop_connection.notify_one();
-    }
-
-    /// Discards the ack of the next acknowledged publish sent, as if it were
-    /// lost on the way; that publish then waits for the next connection,
-    /// where it is sent again under the same idempotency key.
-    #[doc(hidden)]
-    pub fn lose_next_publish_ack_for_test(&self) {
-        self.shared.lose_publish_acks.fetch_add(1, Ordering::AcqRel);
-    }
-
     async fn query(&self, op: ClientOp) -> Result<Outcome, ClientError> {
         self.call(|reply| Command::Query { op, reply }).await
     }
@@ -389,5 +373,27 @@ impl Client {
         answer
             .await
             .unwrap_or_else(|_| Err(ClientError::Closed(self.close_reason())))
+    }
+}
+
+/// Seams for roomcast's own tests, which must make a network fail on cue;
+/// behind the `test-hooks` feature so that they are no part of the API.
+#[cfg(feature = "test-hooks")]
+impl Client {
+    /// Drops the current connection without a close frame, as a network
+    /// failure would; the client then reconnects as usual.
+    #[doc(hidden)]
+    pub fn drop_connection_for_test(&self) {
+        self.shared.drop_connection.notify_one();
+    }
+
+    /// Discards the ack of the next acknowledged publish sent, as if it were
+    /// lost on the way; that publish then waits for the next connection,
+    /// where it is sent again under the same idempotency key.
+    #[doc(hidden)]
+    pub fn lose_next_publish_ack_for_test(&self) {
+        self.shared
+            .lose_publish_acks
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
