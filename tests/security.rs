@@ -9,10 +9,13 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::{config, handshake, http_request, offer, Broker, Peer, RawWs};
+use common::broker::{config, Broker};
+use common::peer::{room, Peer};
+use common::process::run_with_deadline;
+use common::ws::{bearer, handshake, http_request, offer, RawWs};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use roomcast::config::List;
-use roomcast::protocol::{ClientOp, Codec, ErrorCode, Outcome, RoomName, ServerEvent};
+use roomcast::protocol::{ClientOp, Codec, ErrorCode, Outcome, ServerEvent};
 use roomcast::rules::RoomRules;
 use roomcast::Config;
 use serde_json::{json, Value};
@@ -48,18 +51,10 @@ fn secured() -> Config {
     }
 }
 
-fn room(name: &str) -> RoomName {
-    RoomName::new(name).unwrap()
-}
-
 /// The status line of the answer to a handshake with `extra` headers.
 async fn status(broker: &Broker, path: &str, extra: &str) -> String {
     let response = http_request(broker.addr, handshake(path, extra).as_bytes()).await;
     response.lines().next().unwrap_or_default().to_owned()
-}
-
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
 }
 
 async fn peer_with(broker: &Broker, codec: Codec, extra: &str) -> Peer {
@@ -440,7 +435,7 @@ async fn wss_serves_a_real_tls_client_and_plain_clients_get_nowhere() {
     // Python's ssl module (OpenSSL), verifying our certificate, speaks the
     // protocol over wss:// with the websockets library.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tls_client.py");
-    let output = common::run_with_deadline(
+    let output = run_with_deadline(
         Command::new("python3")
             .arg(script)
             .arg(format!("wss://localhost:{}/ws", broker.addr.port()))
