@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::broker::{config, next, Broker};
+use common::msgpack::{envelope, map, text, uint};
 use common::ws::{frame, handshake, http_request, RawWs};
 use roomcast::protocol::{ClientOp, ClientRequest, Codec, RequestId, RoomName, ServerEvent};
 
@@ -64,10 +65,7 @@ async fn frames_that_break_the_protocol_close_with_the_documented_code() {
             "room of the wrong type",
             frame(
                 0x82,
-                &[
-                    0x81, 0xa9, b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4,
-                    b'r', b'o', b'o', b'm', 0x07,
-                ],
+                &map([("subscribe", map([("room", uint(7))]))]).to_bytes(),
             ),
             1007,
         ),
@@ -147,50 +145,23 @@ async fn a_huge_length_prefix_is_refused_before_any_payload_arrives() {
 async fn requests_with_bad_fields_get_error_replies_and_the_connection_stays() {
     let broker = Broker::start_with(small_limits());
     let mut ws = RawWs::connect(broker.addr, "").await;
-    // {"id": 5, "frobnicate": {}}
-    let unknown = [
-        0x82, 0xa2, b'i', b'd', 0x05, 0xaa, b'f', b'r', b'o', b'b', b'n', b'i', b'c', b'a', b't',
-        b'e', 0x80,
-    ];
-    ws.send_binary(&unknown).await;
+    ws.send_binary(&envelope(5, "frobnicate", map([]))).await;
     assert_eq!(reply_code(&mut ws).await, Some(100), "unknown operation");
-    // {"id": 6, "subscribe": {"room": "a"}, "unsubscribe": {"room": "a"}}
-    let mut two = vec![0x83, 0xa2, b'i', b'd', 0x06];
-    two.extend([
-        0xa9, b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4, b'r', b'o', b'o',
-        b'm', 0xa1, b'a',
+    let two = map([
+        ("id", uint(6)),
+        ("subscribe", map([("room", text("a"))])),
+        ("unsubscribe", map([("room", text("a"))])),
     ]);
-    two.extend([
-        0xab, b'u', b'n', b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4, b'r',
-        b'o', b'o', b'm', 0xa1, b'a',
-    ]);
-    ws.send_binary(&two).await;
+    ws.send_binary(&two.to_bytes()).await;
     assert_eq!(reply_code(&mut ws).await, Some(101), "two operations");
     for bad_room in ["", "has space", "star*", "ctrl\u{1}"] {
         // Built by hand: the client library refuses such names itself.
-        let mut envelope = vec![0x82, 0xa2, b'i', b'd', 0x07, 0xa9];
-        envelope.extend_from_slice(b"subscribe");
-        envelope.extend([
-            0x81,
-            0xa4,
-            b'r',
-            b'o',
-            b'o',
-            b'm',
-            0xa0 | bad_room.len() as u8,
-        ]);
-        envelope.extend_from_slice(bad_room.as_bytes());
-        ws.send_binary(&envelope).await;
+        let bad = envelope(7, "subscribe", map([("room", text(bad_room))]));
+        ws.send_binary(&bad).await;
         assert_eq!(reply_code(&mut ws).await, Some(102), "room {bad_room:?}");
     }
-    let long = "x".repeat(256);
-    let mut envelope = vec![0x82, 0xa2, b'i', b'd', 0x08, 0xa9];
-    envelope.extend_from_slice(b"subscribe");
-    envelope.extend([0x81, 0xa4, b'r', b'o', b'o', b'm', 0xd9, 0xff]);
-    envelope.truncate(envelope.len() - 2);
-    envelope.extend([0xda, 0x01, 0x00]);
-    envelope.extend_from_slice(long.as_bytes());
-    ws.send_binary(&envelope).await;
+    let long = envelope(8, "subscribe", map([("room", text(&"x".repeat(256)))]));
+    ws.send_binary(&long).await;
     assert_eq!(reply_code(&mut ws).await, Some(102), "256-byte room name");
     // Unsubscribing from a room we are not in.
     let unsubscribe = Codec::MsgPack.encode_request(&ClientRequest {

@@ -40,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use common::broker::{config, Broker};
+use common::msgpack::{bin, envelope, map, nested_arrays, nested_maps, text, uint, Mp};
 use common::peer::room;
 use common::ws::{
     bearer, close_payload, frame, frame_with_keys, handshake, header_only_64, offer, pong,
@@ -194,105 +195,12 @@ async fn attacker_conn(addr: SocketAddr, codec: Codec, token: &str) -> Result<Ra
 
 // ---------------------------------------------------------------- envelopes
 
-/// A MessagePack value, written by hand so that rows can be as wrong as they like.
-#[derive(Clone)]
-enum Mp {
-    U(u64),
-    I(i64),
-    S(Vec<u8>),
-    B(Vec<u8>),
-    M(Vec<(Mp, Mp)>),
-    A(Vec<Mp>),
-    T(bool),
-    /// Bytes written as they are.
-    Raw(Vec<u8>),
-}
-
-fn write_mp(value: &Mp, out: &mut Vec<u8>) {
-    match value {
-        Mp::U(n) => {
-            if *n < 128 {
-                out.push(*n as u8);
-            } else {
-                out.push(0xcf);
-                out.extend_from_slice(&n.to_be_bytes());
-            }
-        }
-        Mp::I(n) => {
-            out.push(0xd3);
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-        Mp::S(s) => {
-            let len = s.len();
-            if len < 32 {
-                out.push(0xa0 | len as u8);
-            } else if len < 256 {
-                out.extend_from_slice(&[0xd9, len as u8]);
-            } else if len < 65536 {
-                out.push(0xda);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            } else {
-                out.push(0xdb);
-                out.extend_from_slice(&(len as u32).to_be_bytes());
-            }
-            out.extend_from_slice(s);
-        }
-        Mp::B(b) => {
-            let len = b.len();
-            if len < 256 {
-                out.extend_from_slice(&[0xc4, len as u8]);
-            } else {
-                out.push(0xc5);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            out.extend_from_slice(b);
-        }
-        Mp::M(entries) => {
-            assert!(entries.len() < 16);
-            out.push(0x80 | entries.len() as u8);
-            for (k, v) in entries {
-                write_mp(k, out);
-                write_mp(v, out);
-            }
-        }
-        Mp::A(items) => {
-            assert!(items.len() < 16);
-            out.push(0x90 | items.len() as u8);
-            for item in items {
-                write_mp(item, out);
-            }
-        }
-        Mp::T(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
-        Mp::Raw(bytes) => out.extend_from_slice(bytes),
-    }
-}
-
-fn mp(value: &Mp) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_mp(value, &mut out);
-    out
-}
-
-fn st(s: &str) -> Mp {
-    Mp::S(s.as_bytes().to_vec())
-}
-
-/// A map with string keys.
-fn map(entries: Vec<(&str, Mp)>) -> Mp {
-    Mp::M(entries.into_iter().map(|(k, v)| (st(k), v)).collect())
-}
-
-/// `{"id": id, op: body}`.
-fn envelope(id: u64, op: &str, body: Mp) -> Vec<u8> {
-    mp(&map(vec![("id", Mp::U(id)), (op, body)]))
-}
-
 /// A subscribe to a room given as raw bytes.
 fn subscribe_raw(id: u64, name: &[u8]) -> Vec<u8> {
     envelope(
         id,
         "subscribe",
-        Mp::M(vec![(st("room"), Mp::S(name.to_vec()))]),
+        map([("room", Mp::StrBytes(name.to_vec()))]),
     )
 }
 
@@ -304,35 +212,19 @@ fn publish_to(id: u64, name: &str, data: &[u8]) -> Vec<u8> {
     envelope(
         id,
         "publish",
-        map(vec![("room", st(name)), ("data", Mp::B(data.to_vec()))]),
+        map([("room", text(name)), ("data", bin(data))]),
     )
-}
-
-/// `depth` nested one-element arrays around a nil.
-fn nested_arrays(depth: usize) -> Vec<u8> {
-    let mut out = vec![0x91; depth];
-    out.push(0xc0);
-    out
-}
-
-/// `depth` nested one-entry maps `{"k": {"k": ... nil}}`.
-fn nested_maps(depth: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(depth * 3 + 1);
-    for _ in 0..depth {
-        out.extend_from_slice(&[0x81, 0xa1, b'k']);
-    }
-    out.push(0xc0);
-    out
 }
 
 /// A subscribe (id [`ACCEPTED_ID`]) whose envelope also carries an unknown
 /// key holding `raw`.
 fn subscribe_with_unknown(raw: Vec<u8>) -> Vec<u8> {
-    mp(&map(vec![
-        ("id", Mp::U(ACCEPTED_ID)),
+    map([
+        ("id", uint(ACCEPTED_ID)),
         ("x", Mp::Raw(raw)),
-        ("subscribe", map(vec![("room", st("attack.nested"))])),
-    ]))
+        ("subscribe", map([("room", text("attack.nested"))])),
+    ])
+    .to_bytes()
 }
 
 /// A publish envelope to `attack.big` of exactly `size` bytes.
@@ -794,19 +686,20 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "unknown fields at every level",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("zzz", map(vec![("deep", Mp::A(vec![Mp::U(1), st("x")]))])),
-                    ("id", Mp::U(ACCEPTED_ID)),
+                &map([
+                    ("zzz", map([("deep", Mp::Array(vec![uint(1), text("x")]))])),
+                    ("id", uint(ACCEPTED_ID)),
                     (
                         "subscribe",
-                        map(vec![
-                            ("room", st("attack.unknown")),
-                            ("colour", st("blue")),
-                            ("n", Mp::I(-5)),
+                        map([
+                            ("room", text("attack.unknown")),
+                            ("colour", text("blue")),
+                            ("n", Mp::Int(-5)),
                         ]),
                     ),
-                    ("trailer", Mp::T(true)),
-                ])),
+                    ("trailer", Mp::Bool(true)),
+                ])
+                .to_bytes(),
             ),
             Accepted,
         ),
@@ -814,7 +707,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "an unknown field of 10 KB",
             frame(
                 0x82,
-                &subscribe_with_unknown(mp(&Mp::B(vec![0xab; 10_000]))),
+                &subscribe_with_unknown(Mp::Bin(vec![0xab; 10_000]).to_bytes()),
             ),
             Accepted,
         ),
@@ -822,10 +715,11 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "id of the wrong type (string)",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("id", st("seventy-seven")),
-                    ("subscribe", map(vec![("room", st("attack.types"))])),
-                ])),
+                &map([
+                    ("id", text("seventy-seven")),
+                    ("subscribe", map([("room", text("attack.types"))])),
+                ])
+                .to_bytes(),
             ),
             Close(1007),
         ),
@@ -833,10 +727,11 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "negative id",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("id", Mp::I(-77)),
-                    ("subscribe", map(vec![("room", st("attack.types"))])),
-                ])),
+                &map([
+                    ("id", Mp::Int(-77)),
+                    ("subscribe", map([("room", text("attack.types"))])),
+                ])
+                .to_bytes(),
             ),
             Close(1007),
         ),
@@ -844,7 +739,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "room of the wrong type (integer)",
             frame(
                 0x82,
-                &envelope(ACCEPTED_ID, "subscribe", map(vec![("room", Mp::U(7))])),
+                &envelope(ACCEPTED_ID, "subscribe", map([("room", uint(7))])),
             ),
             Close(1007),
         ),
@@ -852,7 +747,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "operation of the wrong type (string)",
             frame(
                 0x82,
-                &envelope(ACCEPTED_ID, "subscribe", st("attack.types")),
+                &envelope(ACCEPTED_ID, "subscribe", text("attack.types")),
             ),
             Close(1007),
         ),
@@ -863,9 +758,9 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
                 &envelope(
                     ACCEPTED_ID,
                     "publish",
-                    map(vec![
-                        ("room", st("attack.types")),
-                        ("data", map(vec![("x", Mp::U(1))])),
+                    map([
+                        ("room", text("attack.types")),
+                        ("data", map([("x", uint(1))])),
                     ]),
                 ),
             ),
@@ -878,10 +773,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
                 &envelope(
                     ACCEPTED_ID,
                     "subscribe",
-                    map(vec![
-                        ("room", st("attack.types")),
-                        ("join_leave", st("yes")),
-                    ]),
+                    map([("room", text("attack.types")), ("join_leave", text("yes"))]),
                 ),
             ),
             Close(1007),
@@ -890,11 +782,12 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "repeated key",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("id", Mp::U(1)),
-                    ("id", Mp::U(2)),
-                    ("subscribe", map(vec![("room", st("attack.types"))])),
-                ])),
+                &map([
+                    ("id", uint(1)),
+                    ("id", uint(2)),
+                    ("subscribe", map([("room", text("attack.types"))])),
+                ])
+                .to_bytes(),
             ),
             Close(1007),
         ),
@@ -907,17 +800,18 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "two operations in one envelope",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("id", Mp::U(5)),
-                    ("subscribe", map(vec![("room", st("attack.two"))])),
-                    ("publish", map(vec![("room", st("attack.two"))])),
-                ])),
+                &map([
+                    ("id", uint(5)),
+                    ("subscribe", map([("room", text("attack.two"))])),
+                    ("publish", map([("room", text("attack.two"))])),
+                ])
+                .to_bytes(),
             ),
             Error(101),
         ),
         frames(
             "no known operation",
-            frame(0x82, &envelope(5, "frobnicate", map(vec![]))),
+            frame(0x82, &envelope(5, "frobnicate", map([]))),
             Error(100),
         ),
         frames(
@@ -927,10 +821,10 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
                 &envelope(
                     5,
                     "publish",
-                    map(vec![
-                        ("room", st("attack.key")),
-                        ("data", Mp::B(b"x".to_vec())),
-                        ("idempotency_key", st(&"k".repeat(129))),
+                    map([
+                        ("room", text("attack.key")),
+                        ("data", bin(b"x")),
+                        ("idempotency_key", text(&"k".repeat(129))),
                     ]),
                 ),
             ),
@@ -986,7 +880,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "unsubscribe from a room never joined",
             frame(
                 0x82,
-                &envelope(5, "unsubscribe", map(vec![("room", st("attack.never"))])),
+                &envelope(5, "unsubscribe", map([("room", text("attack.never"))])),
             ),
             Error(104),
         ),
@@ -994,7 +888,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "history of a room that keeps none",
             frame(
                 0x82,
-                &envelope(5, "history", map(vec![("room", st("attack.history"))])),
+                &envelope(5, "history", map([("room", text("attack.history"))])),
             ),
             Error(106),
         ),
@@ -1007,7 +901,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "refresh with a forged token",
             frame(
                 0x82,
-                &envelope(5, "refresh", map(vec![("token", st(&bad.forged))])),
+                &envelope(5, "refresh", map([("token", text(&bad.forged))])),
             ),
             Error(108),
         ),
@@ -1015,7 +909,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "refresh with an expired token",
             frame(
                 0x82,
-                &envelope(5, "refresh", map(vec![("token", st(&bad.expired))])),
+                &envelope(5, "refresh", map([("token", text(&bad.expired))])),
             ),
             Error(108),
         ),
@@ -1023,7 +917,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "refresh with an alg: none token",
             frame(
                 0x82,
-                &envelope(5, "refresh", map(vec![("token", st(&bad.alg_none))])),
+                &envelope(5, "refresh", map([("token", text(&bad.alg_none))])),
             ),
             Error(108),
         ),
@@ -2257,7 +2151,7 @@ async fn a_token_in_a_malformed_envelope_never_reaches_the_log() {
     let mut conn = RawWs::open(binary.addr, &format!("{}{}", offer(codec), bearer(&valid)))
         .await
         .unwrap();
-    conn.try_send(&frame(0x82, &envelope(1, "refresh", st(&fresh))))
+    conn.try_send(&frame(0x82, &envelope(1, "refresh", text(&fresh))))
         .await
         .unwrap();
     assert_eq!(

@@ -8,12 +8,15 @@
 //!   client frames built by hand, and a strict parser of server frames.
 //! - [`peer`]: a protocol client over a raw WebSocket that never
 //!   reconnects, so a test controls every cut.
+//! - [`msgpack`]: one MessagePack tree type and its writer, for envelopes
+//!   our encoder would never write and for reading the test vectors.
 //! - [`process`]: running a program with a deadline.
 //!
 //! Each test binary uses only some of these.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod broker;
+pub mod msgpack;
 pub mod peer;
 pub mod process;
 pub mod ws;
