@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::broker::{config, next, Broker};
 use common::msgpack::{envelope, map, text, uint};
-use common::ws::{frame, handshake, http_request, RawWs};
+use common::ws::{frame, handshake, header_only_64, http_request, RawWs};
 use roomcast::protocol::{ClientOp, ClientRequest, Codec, RequestId, RoomName, ServerEvent};
 
 fn subscribe(id: u64, room: &str) -> Vec<u8> {
@@ -134,10 +134,7 @@ async fn a_huge_length_prefix_is_refused_before_any_payload_arrives() {
     let broker = Broker::start_with(small_limits());
     let mut ws = RawWs::connect(broker.addr, "").await;
     // A header announcing 4 GiB, and no payload: the answer must not wait for it.
-    let mut header = vec![0x82, 0x80 | 127];
-    header.extend_from_slice(&(4u64 << 30).to_be_bytes());
-    header.extend_from_slice(&[1, 2, 3, 4]);
-    ws.send_bytes(&header).await;
+    ws.send_bytes(&header_only_64(0x82, 4 << 30)).await;
     assert_eq!(ws.expect_close().await, Some(1009));
 }
 
