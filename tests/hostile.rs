@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use common::broker::{config, Broker};
 use common::msgpack::{bin, envelope, map, nested_arrays, nested_maps, text, uint, Mp};
 use common::peer::room;
+use common::protobuf::{length_delimited, varint};
 use common::ws::{
     bearer, close_payload, frame, frame_with_keys, handshake, header_only_64, offer, pong,
     unmasked, NoFrame, RawWs, MASK,
@@ -235,29 +236,14 @@ fn publish_of_size(size: usize) -> Vec<u8> {
     envelope
 }
 
-fn pb_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn pb_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    pb_varint(out, (field << 3) | 2);
-    pb_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
 /// A protobuf `ClientMessage` subscribing to a room given as raw bytes.
 fn pb_subscribe(id: u64, name: &[u8]) -> Vec<u8> {
-    let mut subscribe = Vec::new();
-    pb_bytes(&mut subscribe, 1, name);
-    let mut out = Vec::new();
-    pb_varint(&mut out, 1 << 3);
-    pb_varint(&mut out, id);
-    pb_bytes(&mut out, 2, &subscribe);
-    out
+    [
+        varint(1 << 3),
+        varint(id),
+        length_delimited(2, &length_delimited(1, name)),
+    ]
+    .concat()
 }
 
 // ---------------------------------------------------------------- the table
@@ -955,14 +941,15 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
         ),
         proto_frames(
             "protobuf unknown fields",
-            frame(0x82, &{
-                let mut bytes = Vec::new();
-                pb_bytes(&mut bytes, 99, b"unknown bytes");
-                pb_varint(&mut bytes, 100 << 3);
-                pb_varint(&mut bytes, 12345);
-                bytes.extend(pb_subscribe(ACCEPTED_ID, b"attack.proto"));
-                bytes
-            }),
+            frame(
+                0x82,
+                &concat(&[
+                    length_delimited(99, b"unknown bytes"),
+                    varint(100 << 3),
+                    varint(12345),
+                    pb_subscribe(ACCEPTED_ID, b"attack.proto"),
+                ]),
+            ),
             Accepted,
         ),
         proto_frames("protobuf empty message", frame(0x82, &[]), Error(100)),

@@ -10,6 +10,7 @@
 //!   reconnects, so a test controls every cut.
 //! - [`msgpack`]: one MessagePack tree type and its writer, for envelopes
 //!   our encoder would never write and for reading the test vectors.
+//! - [`protobuf`]: protobuf varints and fields written by hand.
 //! - [`process`]: running a program with a deadline.
 //!
 //! Each test binary uses only some of these.
@@ -19,4 +20,5 @@ pub mod broker;
 pub mod msgpack;
 pub mod peer;
 pub mod process;
+pub mod protobuf;
 pub mod ws;
