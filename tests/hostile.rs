@@ -27,10 +27,10 @@ mod common;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use roomcast::config::List;
 use roomcast::protocol::{ClientOp, Codec, Outcome, ServerEvent};
 use roomcast::Config;
@@ -40,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use common::broker::{config, Broker};
+use common::jwt::{now, sign};
 use common::msgpack::{bin, envelope, map, nested_arrays, nested_maps, text, uint, Mp};
 use common::peer::room;
 use common::protobuf::{length_delimited, varint};
@@ -87,22 +88,6 @@ fn hostile_config() -> Config {
 }
 
 // ---------------------------------------------------------------- tokens
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn sign(algorithm: Algorithm, claims: &Value, secret: &str) -> String {
-    encode(
-        &Header::new(algorithm),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
 
 /// A valid HS256 token for `user` with these room grants, for ten minutes.
 fn token_for(user: &str, rooms: Value) -> String {

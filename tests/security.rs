@@ -6,14 +6,15 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::broker::{config, Broker};
+use common::jwt::{now, sign};
 use common::peer::{room, Peer};
 use common::process::run_with_deadline;
 use common::ws::{bearer, handshake, http_request, offer, RawWs};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use roomcast::config::List;
 use roomcast::protocol::{ClientOp, Codec, ErrorCode, Outcome, ServerEvent};
 use roomcast::rules::RoomRules;
@@ -22,20 +23,8 @@ use serde_json::{json, Value};
 
 const SECRET: &str = "test-secret-with-enough-entropy";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    sign(Algorithm::HS256, &claims, SECRET)
 }
 
 /// A token for `user` valid for a minute, with these room grants.
@@ -76,12 +65,11 @@ async fn a_token_is_checked_before_the_upgrade_wherever_the_client_puts_it() {
     assert!(status(&broker, "/ws", &bearer("garbage"))
         .await
         .contains("401"));
-    let forged = encode(
-        &Header::new(Algorithm::HS256),
+    let forged = sign(
+        Algorithm::HS256,
         &json!({"sub": "ann", "exp": now() + 60}),
-        &EncodingKey::from_secret(b"another secret"),
-    )
-    .unwrap();
+        "another secret",
+    );
     assert!(
         status(&broker, "/ws", &bearer(&forged))
             .await

@@ -6,6 +6,7 @@
 //! - [`ws`]: raw HTTP and WebSocket access, for sending what a
 //!   well-behaved client never would: handshake requests and header lines,
 //!   client frames built by hand, and a strict parser of server frames.
+//! - [`jwt`]: signing tokens, and the clock their claims use.
 //! - [`peer`]: a protocol client over a raw WebSocket that never
 //!   reconnects, so a test controls every cut.
 //! - [`msgpack`]: one MessagePack tree type and its writer, for envelopes
@@ -17,6 +18,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod broker;
+pub mod jwt;
 pub mod msgpack;
 pub mod peer;
 pub mod process;
