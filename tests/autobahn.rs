@@ -10,7 +10,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{config, run_with_deadline, Broker};
+use common::broker::{config, Broker};
+use common::process::run_with_deadline;
 use roomcast::Config;
 
 #[test]

@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, http_request, next, Broker, RawWs};
+use common::broker::{config, next, Broker};
+use common::msgpack::{envelope, map, text, uint};
+use common::ws::{frame, handshake, header_only_64, http_request, RawWs};
 use roomcast::protocol::{ClientOp, ClientRequest, Codec, RequestId, RoomName, ServerEvent};
 
 fn subscribe(id: u64, room: &str) -> Vec<u8> {
@@ -55,68 +57,45 @@ fn small_limits() -> roomcast::Config {
 async fn frames_that_break_the_protocol_close_with_the_documented_code() {
     let broker = Broker::start_with(small_limits());
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("text frame", RawWs::frame(0x81, b"{}"), 1003),
-        ("fragmented text frame", RawWs::frame(0x01, b"{"), 1003),
-        (
-            "undecodable envelope",
-            RawWs::frame(0x82, &[0xc1, 0x00]),
-            1007,
-        ),
-        (
-            "envelope that is not a map",
-            RawWs::frame(0x82, &[0x2a]),
-            1007,
-        ),
+        ("text frame", frame(0x81, b"{}"), 1003),
+        ("fragmented text frame", frame(0x01, b"{"), 1003),
+        ("undecodable envelope", frame(0x82, &[0xc1, 0x00]), 1007),
+        ("envelope that is not a map", frame(0x82, &[0x2a]), 1007),
         (
             "room of the wrong type",
-            RawWs::frame(
+            frame(
                 0x82,
-                &[
-                    0x81, 0xa9, b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4,
-                    b'r', b'o', b'o', b'm', 0x07,
-                ],
+                &map([("subscribe", map([("room", uint(7))]))]).to_bytes(),
             ),
             1007,
         ),
         (
             "message over max_message_size",
-            RawWs::frame(0x82, &vec![0u8; 2000]),
+            frame(0x82, &vec![0u8; 2000]),
             1009,
         ),
-        (
-            "continuation without a message",
-            RawWs::frame(0x80, b"x"),
-            1002,
-        ),
-        ("reserved bit set", RawWs::frame(0xC2, b"x"), 1002),
-        ("unknown opcode", RawWs::frame(0x83, b"x"), 1002),
-        ("ping over 125 bytes", RawWs::frame(0x89, &[0u8; 126]), 1002),
-        ("fragmented ping", RawWs::frame(0x09, b"x"), 1002),
-        ("pong over 125 bytes", RawWs::frame(0x8A, &[0u8; 126]), 1002),
-        ("close frame of one byte", RawWs::frame(0x88, &[0x03]), 1002),
-        (
-            "close code 999",
-            RawWs::frame(0x88, &999u16.to_be_bytes()),
-            1002,
-        ),
-        (
-            "close code 1005",
-            RawWs::frame(0x88, &1005u16.to_be_bytes()),
-            1002,
-        ),
+        ("continuation without a message", frame(0x80, b"x"), 1002),
+        ("reserved bit set", frame(0xC2, b"x"), 1002),
+        ("unknown opcode", frame(0x83, b"x"), 1002),
+        ("ping over 125 bytes", frame(0x89, &[0u8; 126]), 1002),
+        ("fragmented ping", frame(0x09, b"x"), 1002),
+        ("pong over 125 bytes", frame(0x8A, &[0u8; 126]), 1002),
+        ("close frame of one byte", frame(0x88, &[0x03]), 1002),
+        ("close code 999", frame(0x88, &999u16.to_be_bytes()), 1002),
+        ("close code 1005", frame(0x88, &1005u16.to_be_bytes()), 1002),
         (
             "close reason not UTF-8",
-            RawWs::frame(0x88, &[0x03, 0xe8, 0xff, 0xfe]),
+            frame(0x88, &[0x03, 0xe8, 0xff, 0xfe]),
             1007,
         ),
         (
             "valid close is echoed",
-            RawWs::frame(0x88, &[0x03, 0xe8, b'o', b'k']),
+            frame(0x88, &[0x03, 0xe8, b'o', b'k']),
             1000,
         ),
         (
             "close 4321 is echoed",
-            RawWs::frame(0x88, &4321u16.to_be_bytes()),
+            frame(0x88, &4321u16.to_be_bytes()),
             4321,
         ),
     ];
@@ -125,24 +104,24 @@ async fn frames_that_break_the_protocol_close_with_the_documented_code() {
     }
     // Fragments: a new data frame inside a fragmented message, too many
     // fragments, and a reassembled message over the size limit.
-    let mut inside = RawWs::frame(0x02, b"a");
-    inside.extend(RawWs::frame(0x82, b"b"));
+    let mut inside = frame(0x02, b"a");
+    inside.extend(frame(0x82, b"b"));
     assert_eq!(
         closes_with(&broker, &inside).await,
         Some(1002),
         "data frame inside a fragmented message"
     );
-    let mut many = RawWs::frame(0x02, b"a");
+    let mut many = frame(0x02, b"a");
     for _ in 0..4 {
-        many.extend(RawWs::frame(0x00, b"a"));
+        many.extend(frame(0x00, b"a"));
     }
     assert_eq!(
         closes_with(&broker, &many).await,
         Some(1009),
         "more than max_fragments fragments"
     );
-    let mut big = RawWs::frame(0x02, &[0u8; 600]);
-    big.extend(RawWs::frame(0x80, &[0u8; 600]));
+    let mut big = frame(0x02, &[0u8; 600]);
+    big.extend(frame(0x80, &[0u8; 600]));
     assert_eq!(
         closes_with(&broker, &big).await,
         Some(1009),
@@ -155,10 +134,7 @@ async fn a_huge_length_prefix_is_refused_before_any_payload_arrives() {
     let broker = Broker::start_with(small_limits());
     let mut ws = RawWs::connect(broker.addr, "").await;
     // A header announcing 4 GiB, and no payload: the answer must not wait for it.
-    let mut header = vec![0x82, 0x80 | 127];
-    header.extend_from_slice(&(4u64 << 30).to_be_bytes());
-    header.extend_from_slice(&[1, 2, 3, 4]);
-    ws.send_bytes(&header).await;
+    ws.send_bytes(&header_only_64(0x82, 4 << 30)).await;
     assert_eq!(ws.expect_close().await, Some(1009));
 }
 
@@ -166,50 +142,23 @@ async fn a_huge_length_prefix_is_refused_before_any_payload_arrives() {
 async fn requests_with_bad_fields_get_error_replies_and_the_connection_stays() {
     let broker = Broker::start_with(small_limits());
     let mut ws = RawWs::connect(broker.addr, "").await;
-    // {"id": 5, "frobnicate": {}}
-    let unknown = [
-        0x82, 0xa2, b'i', b'd', 0x05, 0xaa, b'f', b'r', b'o', b'b', b'n', b'i', b'c', b'a', b't',
-        b'e', 0x80,
-    ];
-    ws.send_binary(&unknown).await;
+    ws.send_binary(&envelope(5, "frobnicate", map([]))).await;
     assert_eq!(reply_code(&mut ws).await, Some(100), "unknown operation");
-    // {"id": 6, "subscribe": {"room": "a"}, "unsubscribe": {"room": "a"}}
-    let mut two = vec![0x83, 0xa2, b'i', b'd', 0x06];
-    two.extend([
-        0xa9, b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4, b'r', b'o', b'o',
-        b'm', 0xa1, b'a',
+    let two = map([
+        ("id", uint(6)),
+        ("subscribe", map([("room", text("a"))])),
+        ("unsubscribe", map([("room", text("a"))])),
     ]);
-    two.extend([
-        0xab, b'u', b'n', b's', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x81, 0xa4, b'r',
-        b'o', b'o', b'm', 0xa1, b'a',
-    ]);
-    ws.send_binary(&two).await;
+    ws.send_binary(&two.to_bytes()).await;
     assert_eq!(reply_code(&mut ws).await, Some(101), "two operations");
     for bad_room in ["", "has space", "star*", "ctrl\u{1}"] {
         // Built by hand: the client library refuses such names itself.
-        let mut envelope = vec![0x82, 0xa2, b'i', b'd', 0x07, 0xa9];
-        envelope.extend_from_slice(b"subscribe");
-        envelope.extend([
-            0x81,
-            0xa4,
-            b'r',
-            b'o',
-            b'o',
-            b'm',
-            0xa0 | bad_room.len() as u8,
-        ]);
-        envelope.extend_from_slice(bad_room.as_bytes());
-        ws.send_binary(&envelope).await;
+        let bad = envelope(7, "subscribe", map([("room", text(bad_room))]));
+        ws.send_binary(&bad).await;
         assert_eq!(reply_code(&mut ws).await, Some(102), "room {bad_room:?}");
     }
-    let long = "x".repeat(256);
-    let mut envelope = vec![0x82, 0xa2, b'i', b'd', 0x08, 0xa9];
-    envelope.extend_from_slice(b"subscribe");
-    envelope.extend([0x81, 0xa4, b'r', b'o', b'o', b'm', 0xd9, 0xff]);
-    envelope.truncate(envelope.len() - 2);
-    envelope.extend([0xda, 0x01, 0x00]);
-    envelope.extend_from_slice(long.as_bytes());
-    ws.send_binary(&envelope).await;
+    let long = envelope(8, "subscribe", map([("room", text(&"x".repeat(256)))]));
+    ws.send_binary(&long).await;
     assert_eq!(reply_code(&mut ws).await, Some(102), "256-byte room name");
     // Unsubscribing from a room we are not in.
     let unsubscribe = Codec::MsgPack.encode_request(&ClientRequest {
@@ -263,10 +212,10 @@ async fn fragmented_messages_within_the_limit_are_reassembled() {
     let envelope = publish(1, "frag", &[7u8; 500]);
     let (a, rest) = envelope.split_at(100);
     let (b, c) = rest.split_at(200);
-    let mut frames = RawWs::frame(0x02, a);
-    frames.extend(RawWs::frame(0x89, b"ping between fragments"));
-    frames.extend(RawWs::frame(0x00, b));
-    frames.extend(RawWs::frame(0x80, c));
+    let mut frames = frame(0x02, a);
+    frames.extend(frame(0x89, b"ping between fragments"));
+    frames.extend(frame(0x00, b));
+    frames.extend(frame(0x80, c));
     ws.send_bytes(&frames).await;
     let message = next(&mut subscriber).await;
     assert_eq!(&message.data[..], &[7u8; 500][..]);
@@ -276,7 +225,7 @@ async fn fragmented_messages_within_the_limit_are_reassembled() {
 async fn a_ping_is_answered_with_its_payload() {
     let broker = Broker::start();
     let mut ws = RawWs::connect(broker.addr, "").await;
-    ws.send_bytes(&RawWs::frame(0x89, b"are you there")).await;
+    ws.send_bytes(&frame(0x89, b"are you there")).await;
     let pong = ws.read_frame().await.unwrap();
     assert_eq!(
         (pong.opcode, pong.payload.as_slice()),
@@ -315,11 +264,11 @@ async fn bad_clients_never_cost_a_good_subscriber_a_message() {
     let start = good.subscribe("steady").await.unwrap().offset;
     let publisher = broker.client(Codec::MsgPack).await;
     let abuse: Vec<Vec<u8>> = vec![
-        RawWs::frame(0x81, b"text"),
-        RawWs::frame(0x82, &[0xc1]),
-        RawWs::frame(0x82, &vec![0u8; 5000]),
-        RawWs::frame(0xC2, b"rsv"),
-        RawWs::frame(0x80, b"orphan"),
+        frame(0x81, b"text"),
+        frame(0x82, &[0xc1]),
+        frame(0x82, &vec![0u8; 5000]),
+        frame(0xC2, b"rsv"),
+        frame(0x80, b"orphan"),
     ];
     for round in 0..20u8 {
         let bad = &abuse[usize::from(round) % abuse.len()];
@@ -360,7 +309,7 @@ async fn http_answers_before_the_upgrade() {
     assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
     let unknown = http_request(
         addr,
-        common::handshake(
+        handshake(
             "/ws",
             "Sec-WebSocket-Protocol: chat, mqtt\r\nConnection: close\r\n",
         )
@@ -377,15 +326,15 @@ async fn http_answers_before_the_upgrade() {
     let bad_version = http_request(addr, b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n").await;
     assert!(bad_version.starts_with("HTTP/1.1 400"), "{bad_version}");
     let many: String = (0..40).map(|i| format!("X-Filler-{i}: y\r\n")).collect();
-    let too_many = http_request(addr, common::handshake("/ws", &many).as_bytes()).await;
+    let too_many = http_request(addr, handshake("/ws", &many).as_bytes()).await;
     assert!(too_many.starts_with("HTTP/1.1 431"), "{too_many}");
     let huge = format!("X-Big: {}\r\n", "y".repeat(20_000));
-    let too_big = http_request(addr, common::handshake("/ws", &huge).as_bytes()).await;
+    let too_big = http_request(addr, handshake("/ws", &huge).as_bytes()).await;
     assert!(too_big.starts_with("HTTP/1.1 431"), "{too_big}");
     // Offered subprotocols: the one we speak is echoed.
     let proto = http_request(
         addr,
-        common::handshake("/ws", "Sec-WebSocket-Protocol: mqtt, roomcast.v1.proto\r\n").as_bytes(),
+        handshake("/ws", "Sec-WebSocket-Protocol: mqtt, roomcast.v1.proto\r\n").as_bytes(),
     )
     .await;
     assert!(proto.starts_with("HTTP/1.1 101"), "{proto}");
@@ -435,14 +384,14 @@ async fn past_max_connections_upgrades_get_503() {
     });
     let _a = broker.client(Codec::MsgPack).await;
     let _b = broker.client(Codec::MsgPack).await;
-    let third = http_request(broker.addr, common::handshake("/ws", "").as_bytes()).await;
+    let third = http_request(broker.addr, handshake("/ws", "").as_bytes()).await;
     assert!(third.starts_with("HTTP/1.1 503"), "{third}");
     drop(_a);
     // The slot frees once the server sees the first connection end.
     let mut admitted = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let retry = http_request(broker.addr, common::handshake("/ws", "").as_bytes()).await;
+        let retry = http_request(broker.addr, handshake("/ws", "").as_bytes()).await;
         if retry.starts_with("HTTP/1.1 101") {
             admitted = true;
             break;

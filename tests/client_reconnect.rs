@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{config, Broker};
+use common::broker::{config, Broker};
 use roomcast::client::{
     Client, ClientError, ClientOptions, DisconnectCause, Event, Message, PublishAck,
 };

@@ -31,6 +31,8 @@
 //! is not bound by this crate's lints) and hold each decode to the same
 //! budget.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +47,9 @@ use roomcast::protocol::{
     IdempotencyKey, Offset, Outcome, PresenceChange, PresenceCounts, Publication, Reply,
     RequestError, RequestId, RoomName, ServerEvent, StreamPosition,
 };
+
+use common::msgpack::nested_arrays;
+use common::protobuf::varint;
 
 // ---------------------------------------------------------------------------
 // Strategies.
@@ -352,10 +357,7 @@ proptest! {
 /// `{"x": <levels - 1 nested arrays around nil>}`: `levels` levels of
 /// nesting, the envelope's own map included.
 fn msgpack_nested(levels: usize) -> Vec<u8> {
-    let mut out = vec![0x81, 0xa1, b'x'];
-    out.extend(std::iter::repeat_n(0x91, levels - 1));
-    out.push(0xc0);
-    out
+    [&b"\x81\xa1x"[..], &nested_arrays(levels - 1)].concat()
 }
 
 /// A `ClientMessage` (id 7) whose unknown field 15 is a group holding
@@ -737,17 +739,6 @@ fn msgpack_lying_lengths() -> Vec<(&'static str, Vec<u8>)> {
             mp(&[&b"\xdd\xff\xff\xff\xff".repeat(10_000)]),
         ),
     ]
-}
-
-/// A protobuf varint.
-fn varint(mut n: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    while n >= 0x80 {
-        out.push(n as u8 | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-    out
 }
 
 /// Protobuf inputs whose length prefixes claim far more than they hold.

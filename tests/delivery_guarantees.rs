@@ -8,17 +8,14 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, rooms_on_both_cores, Broker, Peer};
+use common::broker::{config, rooms_on_both_cores, Broker};
+use common::peer::{room, Peer};
 use roomcast::protocol::{
-    Ack, ClientOp, Codec, ErrorCode, HistoryQuery, IdempotencyKey, Offset, Outcome, RoomName,
-    ServerEvent, StreamPosition,
+    Ack, ClientOp, Codec, ErrorCode, HistoryQuery, IdempotencyKey, Offset, Outcome, ServerEvent,
+    StreamPosition,
 };
 use roomcast::rules::RoomRules;
 use roomcast::Config;
-
-fn room(name: &str) -> RoomName {
-    RoomName::new(name).unwrap()
-}
 
 /// A broker where `ticks.*` rooms keep `size` publications for `ttl`.
 fn with_history(size: usize, ttl: &str) -> Config {

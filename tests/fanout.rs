@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{next, rooms_on_both_cores, Broker};
+use common::broker::{next, rooms_on_both_cores, Broker};
 use roomcast::client::{Client, ClientOptions};
 use roomcast::protocol::{Codec, Offset};
 use tokio::task::JoinSet;
@@ -229,7 +229,7 @@ async fn subscribing_twice_is_harmless_and_answers_the_current_offset() {
 async fn queues_of_one_message_between_cores_slow_publishers_down_but_lose_nothing() {
     let broker = Broker::start_with(roomcast::Config {
         core_queue_capacity: 1,
-        ..common::config()
+        ..common::broker::config()
     });
     let (room_a, room_b) = rooms_on_both_cores("pressure-");
     let mut listeners = Vec::new();

@@ -19,25 +19,35 @@
 //! A second test runs the `roomcast` binary with `RUST_LOG=trace` and checks
 //! that no token (nor its signature) ever reaches its output.
 //!
-//! Everything here is self-contained (raw frames are built by hand, masked
-//! unless a row says otherwise) and every wait has a timeout.
+//! Raw frames are built by hand (by `tests/common/ws.rs`, masked unless a
+//! row says otherwise) and every wait has a timeout.
+
+mod common;
 
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use roomcast::config::List;
-use roomcast::protocol::{
-    ClientOp, ClientRequest, Codec, Outcome, RequestId, RoomName, ServerEvent,
-};
-use roomcast::{Config, Server};
+use roomcast::protocol::{ClientOp, Codec, Outcome, ServerEvent};
+use roomcast::Config;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+use common::broker::{config, Broker};
+use common::jwt::{now, sign};
+use common::msgpack::{bin, envelope, map, nested_arrays, nested_maps, text, uint, Mp};
+use common::peer::room;
+use common::protobuf::{length_delimited, varint};
+use common::ws::{
+    bearer, close_payload, frame, frame_with_keys, handshake, header_only_64, offer, pong,
+    unmasked, NoFrame, RawWs, MASK,
+};
 
 const SECRET: &str = "hostile-suite-secret-7f3a9c1e5b2d4f60";
 const ALLOWED_ORIGIN: &str = "https://app.example.com";
@@ -52,8 +62,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 const PUBLISH_RATE: u32 = 100;
 const PUBLISH_BURST: u32 = 300;
 const RATE_LIMIT_CLOSE_AFTER: usize = 20;
-/// The mask key of every masked frame built here.
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// The request id of the request an "accepted" row expects an ack for.
 const ACCEPTED_ID: u64 = 77;
 /// The request id of the probe sent after an error reply.
@@ -63,10 +71,6 @@ const PROBE_ID: u64 = 999;
 
 fn hostile_config() -> Config {
     Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 2,
-        pin_cores: false,
-        drain_period: Duration::from_millis(200),
         jwt_secret: SECRET.into(),
         jwt_leeway: Duration::ZERO,
         allow_anonymous: false,
@@ -79,57 +83,11 @@ fn hostile_config() -> Config {
         publish_burst: PUBLISH_BURST,
         rate_limit_close_after: RATE_LIMIT_CLOSE_AFTER,
         // max_headers (64) and max_header_bytes (8192) keep their defaults.
-        ..Config::default()
-    }
-}
-
-/// A running broker that shuts down when dropped.
-struct Broker {
-    server: Option<Server>,
-    addr: SocketAddr,
-}
-
-impl Broker {
-    fn start(config: Config) -> Broker {
-        let server = Server::start(config).expect("broker starts");
-        let addr = server.local_addr();
-        Broker {
-            server: Some(server),
-            addr,
-        }
-    }
-
-    fn server(&self) -> &Server {
-        self.server.as_ref().unwrap()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown();
-            server.join();
-        }
+        ..config()
     }
 }
 
 // ---------------------------------------------------------------- tokens
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn sign(algorithm: Algorithm, claims: &Value, secret: &str) -> String {
-    encode(
-        &Header::new(algorithm),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
 
 /// A valid HS256 token for `user` with these room grants, for ten minutes.
 fn token_for(user: &str, rooms: Value) -> String {
@@ -210,359 +168,25 @@ impl BadTokens {
     }
 }
 
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
-
-fn offer(codec: Codec) -> String {
-    format!("Sec-WebSocket-Protocol: {}\r\n", codec.subprotocol())
-}
-
-/// An upgrade request for `path` with extra header lines.
-fn upgrade_request(path: &str, extra: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-}
-
 // ---------------------------------------------------------------- frames
-
-/// A client frame with explicit first byte, masked with `key` (the key the
-/// header declares) after masking the payload with `applied`.
-fn frame_with_keys(first_byte: u8, payload: &[u8], declared: [u8; 4], applied: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    push_length(&mut out, 0x80, payload.len());
-    out.extend_from_slice(&declared);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ applied[i % 4]));
-    out
-}
-
-fn push_length(out: &mut Vec<u8>, mask_bit: u8, len: usize) {
-    if len < 126 {
-        out.push(mask_bit | len as u8);
-    } else if len <= 0xffff {
-        out.push(mask_bit | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(mask_bit | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-}
-
-/// A masked client frame, as a client must send.
-fn frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    frame_with_keys(first_byte, payload, MASK, MASK)
-}
-
-/// A client frame without a mask.
-fn unmasked(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    push_length(&mut out, 0, payload.len());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A masked frame header announcing `len` bytes in the 64-bit form, and no payload.
-fn header_only_64(first_byte: u8, len: u64) -> Vec<u8> {
-    let mut out = vec![first_byte, 0x80 | 127];
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&MASK);
-    out
-}
-
-fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
-    let mut payload = code.to_be_bytes().to_vec();
-    payload.extend_from_slice(reason);
-    payload
-}
 
 fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
     parts.concat()
 }
 
-/// A frame as the server sent it.
-#[derive(Debug)]
-struct ServerFrame {
-    opcode: u8,
-    payload: Vec<u8>,
-}
-
-impl ServerFrame {
-    fn close_code(&self) -> u16 {
-        if self.payload.len() >= 2 {
-            u16::from_be_bytes([self.payload[0], self.payload[1]])
-        } else {
-            1005
-        }
-    }
-}
-
-fn parse_server_frame(buf: &[u8]) -> Result<Option<(ServerFrame, usize)>, String> {
-    if buf.len() < 2 {
-        return Ok(None);
-    }
-    if buf[1] & 0x80 != 0 {
-        return Err("the server sent a masked frame".into());
-    }
-    if buf[0] & 0x70 != 0 {
-        return Err("the server set reserved bits".into());
-    }
-    let (len, header) = match buf[1] & 0x7f {
-        126 if buf.len() < 4 => return Ok(None),
-        126 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
-        127 if buf.len() < 10 => return Ok(None),
-        127 => (
-            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
-        n => (usize::from(n), 2),
-    };
-    if buf.len() < header + len {
-        return Ok(None);
-    }
-    Ok(Some((
-        ServerFrame {
-            opcode: buf[0] & 0x0f,
-            payload: buf[header..header + len].to_vec(),
-        },
-        header + len,
-    )))
-}
-
-/// A WebSocket connection driven byte by byte.
-struct Conn {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Conn {
-    /// Connects and upgrades with `extra` header lines; the head of any
-    /// answer other than 101 is the error.
-    async fn open(addr: SocketAddr, extra: &str) -> Result<Conn, String> {
-        Conn::open_with_early(addr, extra, &[]).await
-    }
-
-    /// Like [`Conn::open`], with `early` bytes written in the same write as
-    /// the request, before the 101 arrives.
-    async fn open_with_early(addr: SocketAddr, extra: &str, early: &[u8]) -> Result<Conn, String> {
-        let connecting = async {
-            let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            let mut request = upgrade_request("/ws", extra).into_bytes();
-            request.extend_from_slice(early);
-            stream
-                .write_all(&request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut buffer = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Err("closed during the handshake".to_owned());
-                }
-                buffer.extend_from_slice(&chunk[..n]);
-                if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-                    if !head.starts_with("HTTP/1.1 101") {
-                        return Err(format!("upgrade refused: {head}"));
-                    }
-                    buffer.drain(..end + 4);
-                    return Ok(Conn { stream, buffer });
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), connecting)
-            .await
-            .unwrap_or_else(|_| Err("handshake timed out".into()))
-    }
-
-    /// An upgraded connection with the attacker's (valid) token.
-    async fn attacker(addr: SocketAddr, codec: Codec, token: &str) -> Result<Conn, String> {
-        Conn::open(addr, &format!("{}{}", offer(codec), bearer(token))).await
-    }
-
-    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
-    }
-
-    /// The next server frame, or why there is none within `wait`.
-    async fn read_frame(&mut self, wait: Duration) -> Result<ServerFrame, String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some((frame, used)) = parse_server_frame(&self.buffer)? {
-                self.buffer.drain(..used);
-                return Ok(frame);
-            }
-            let mut chunk = vec![0u8; 65536];
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Ok(Ok(0)) => return Err("connection ended without a close frame".into()),
-                Ok(Ok(n)) => self.buffer.extend_from_slice(&chunk[..n]),
-                Ok(Err(e)) => return Err(format!("connection failed: {e}")),
-                Err(_) => return Err(format!("nothing within {wait:?}")),
-            }
-        }
-    }
-
-    /// Whether the server ends the TCP connection within `wait`.
-    async fn ends_within(&mut self, wait: Duration) -> bool {
-        let mut chunk = [0u8; 4096];
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => {}
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// Sends one request, masked.
-    async fn request(&mut self, codec: Codec, id: u64, op: ClientOp) -> std::io::Result<()> {
-        let request = ClientRequest {
-            id: RequestId(id),
-            op,
-        };
-        let bytes = frame(0x82, &codec.encode_request(&request));
-        self.send(&bytes).await
-    }
-
-    /// Reads until the reply to `id`, answering pings; other events are returned too.
-    async fn reply_to(
-        &mut self,
-        codec: Codec,
-        id: u64,
-        wait: Duration,
-    ) -> Result<(Outcome, Vec<ServerEvent>), String> {
-        let mut others = Vec::new();
-        loop {
-            let frame = self.read_frame(wait).await?;
-            match frame.opcode {
-                0x2 => match codec.decode_server(&Bytes::from(frame.payload)) {
-                    Ok(ServerEvent::Reply(reply)) if reply.id.0 == id => {
-                        return Ok((reply.outcome, others))
-                    }
-                    Ok(other) => others.push(other),
-                    Err(e) => return Err(format!("undecodable server envelope: {e}")),
-                },
-                0x8 => return Err(format!("closed with {}", frame.close_code())),
-                0x9 => {
-                    let _ = self.send(&frame_pong(&frame.payload)).await;
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-fn frame_pong(payload: &[u8]) -> Vec<u8> {
-    frame(0x8a, payload)
-}
-
-fn room(name: &str) -> RoomName {
-    RoomName::new(name).unwrap()
+/// An upgraded connection with the attacker's (valid) token.
+async fn attacker_conn(addr: SocketAddr, codec: Codec, token: &str) -> Result<RawWs, String> {
+    RawWs::open(addr, &format!("{}{}", offer(codec), bearer(token))).await
 }
 
 // ---------------------------------------------------------------- envelopes
-
-/// A MessagePack value, written by hand so that rows can be as wrong as they like.
-#[derive(Clone)]
-enum Mp {
-    U(u64),
-    I(i64),
-    S(Vec<u8>),
-    B(Vec<u8>),
-    M(Vec<(Mp, Mp)>),
-    A(Vec<Mp>),
-    T(bool),
-    /// Bytes written as they are.
-    Raw(Vec<u8>),
-}
-
-fn write_mp(value: &Mp, out: &mut Vec<u8>) {
-    match value {
-        Mp::U(n) => {
-            if *n < 128 {
-                out.push(*n as u8);
-            } else {
-                out.push(0xcf);
-                out.extend_from_slice(&n.to_be_bytes());
-            }
-        }
-        Mp::I(n) => {
-            out.push(0xd3);
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-        Mp::S(s) => {
-            let len = s.len();
-            if len < 32 {
-                out.push(0xa0 | len as u8);
-            } else if len < 256 {
-                out.extend_from_slice(&[0xd9, len as u8]);
-            } else if len < 65536 {
-                out.push(0xda);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            } else {
-                out.push(0xdb);
-                out.extend_from_slice(&(len as u32).to_be_bytes());
-            }
-            out.extend_from_slice(s);
-        }
-        Mp::B(b) => {
-            let len = b.len();
-            if len < 256 {
-                out.extend_from_slice(&[0xc4, len as u8]);
-            } else {
-                out.push(0xc5);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            out.extend_from_slice(b);
-        }
-        Mp::M(entries) => {
-            assert!(entries.len() < 16);
-            out.push(0x80 | entries.len() as u8);
-            for (k, v) in entries {
-                write_mp(k, out);
-                write_mp(v, out);
-            }
-        }
-        Mp::A(items) => {
-            assert!(items.len() < 16);
-            out.push(0x90 | items.len() as u8);
-            for item in items {
-                write_mp(item, out);
-            }
-        }
-        Mp::T(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
-        Mp::Raw(bytes) => out.extend_from_slice(bytes),
-    }
-}
-
-fn mp(value: &Mp) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_mp(value, &mut out);
-    out
-}
-
-fn st(s: &str) -> Mp {
-    Mp::S(s.as_bytes().to_vec())
-}
-
-/// A map with string keys.
-fn map(entries: Vec<(&str, Mp)>) -> Mp {
-    Mp::M(entries.into_iter().map(|(k, v)| (st(k), v)).collect())
-}
-
-/// `{"id": id, op: body}`.
-fn envelope(id: u64, op: &str, body: Mp) -> Vec<u8> {
-    mp(&map(vec![("id", Mp::U(id)), (op, body)]))
-}
 
 /// A subscribe to a room given as raw bytes.
 fn subscribe_raw(id: u64, name: &[u8]) -> Vec<u8> {
     envelope(
         id,
         "subscribe",
-        Mp::M(vec![(st("room"), Mp::S(name.to_vec()))]),
+        map([("room", Mp::StrBytes(name.to_vec()))]),
     )
 }
 
@@ -574,35 +198,19 @@ fn publish_to(id: u64, name: &str, data: &[u8]) -> Vec<u8> {
     envelope(
         id,
         "publish",
-        map(vec![("room", st(name)), ("data", Mp::B(data.to_vec()))]),
+        map([("room", text(name)), ("data", bin(data))]),
     )
-}
-
-/// `depth` nested one-element arrays around a nil.
-fn nested_arrays(depth: usize) -> Vec<u8> {
-    let mut out = vec![0x91; depth];
-    out.push(0xc0);
-    out
-}
-
-/// `depth` nested one-entry maps `{"k": {"k": ... nil}}`.
-fn nested_maps(depth: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(depth * 3 + 1);
-    for _ in 0..depth {
-        out.extend_from_slice(&[0x81, 0xa1, b'k']);
-    }
-    out.push(0xc0);
-    out
 }
 
 /// A subscribe (id [`ACCEPTED_ID`]) whose envelope also carries an unknown
 /// key holding `raw`.
 fn subscribe_with_unknown(raw: Vec<u8>) -> Vec<u8> {
-    mp(&map(vec![
-        ("id", Mp::U(ACCEPTED_ID)),
+    map([
+        ("id", uint(ACCEPTED_ID)),
         ("x", Mp::Raw(raw)),
-        ("subscribe", map(vec![("room", st("attack.nested"))])),
-    ]))
+        ("subscribe", map([("room", text("attack.nested"))])),
+    ])
+    .to_bytes()
 }
 
 /// A publish envelope to `attack.big` of exactly `size` bytes.
@@ -613,29 +221,14 @@ fn publish_of_size(size: usize) -> Vec<u8> {
     envelope
 }
 
-fn pb_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn pb_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    pb_varint(out, (field << 3) | 2);
-    pb_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
 /// A protobuf `ClientMessage` subscribing to a room given as raw bytes.
 fn pb_subscribe(id: u64, name: &[u8]) -> Vec<u8> {
-    let mut subscribe = Vec::new();
-    pb_bytes(&mut subscribe, 1, name);
-    let mut out = Vec::new();
-    pb_varint(&mut out, 1 << 3);
-    pb_varint(&mut out, id);
-    pb_bytes(&mut out, 2, &subscribe);
-    out
+    [
+        varint(1 << 3),
+        varint(id),
+        length_delimited(2, &length_delimited(1, name)),
+    ]
+    .concat()
 }
 
 // ---------------------------------------------------------------- the table
@@ -1064,19 +657,20 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "unknown fields at every level",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("zzz", map(vec![("deep", Mp::A(vec![Mp::U(1), st("x")]))])),
-                    ("id", Mp::U(ACCEPTED_ID)),
+                &map([
+                    ("zzz", map([("deep", Mp::Array(vec![uint(1), text("x")]))])),
+                    ("id", uint(ACCEPTED_ID)),
                     (
                         "subscribe",
-                        map(vec![
-                            ("room", st("attack.unknown")),
-                            ("colour", st("blue")),
-                            ("n", Mp::I(-5)),
+                        map([
+                            ("room", text("attack.unknown")),
+                            ("colour", text("blue")),
+                            ("n", Mp::Int(-5)),
                         ]),
                     ),
-                    ("trailer", Mp::T(true)),
-                ])),
+                    ("trailer", Mp::Bool(true)),
+                ])
+                .to_bytes(),
             ),
             Accepted,
         ),
@@ -1084,7 +678,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "an unknown field of 10 KB",
             frame(
                 0x82,
-                &subscribe_with_unknown(mp(&Mp::B(vec![0xab; 10_000]))),
+                &subscribe_with_unknown(Mp::Bin(vec![0xab; 10_000]).to_bytes()),
             ),
             Accepted,
         ),
@@ -1092,10 +686,11 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "id of the wrong type (string)",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("id", st("seventy-seven")),
-                    ("subscribe", map(vec![("room", st("attack.types"))])),
-                ])),
+                &map([
+                    ("id", text("seventy-seven")),
+                    ("subscribe", map([("room", text("attack.types"))])),
+                ])
+                .to_bytes(),
             ),
             Close(1007),
         ),
@@ -1103,10 +698,11 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "negative id",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("id", Mp::I(-77)),
-                    ("subscribe", map(vec![("room", st("attack.types"))])),
-                ])),
+                &map([
+                    ("id", Mp::Int(-77)),
+                    ("subscribe", map([("room", text("attack.types"))])),
+                ])
+                .to_bytes(),
             ),
             Close(1007),
         ),
@@ -1114,7 +710,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "room of the wrong type (integer)",
             frame(
                 0x82,
-                &envelope(ACCEPTED_ID, "subscribe", map(vec![("room", Mp::U(7))])),
+                &envelope(ACCEPTED_ID, "subscribe", map([("room", uint(7))])),
             ),
             Close(1007),
         ),
@@ -1122,7 +718,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "operation of the wrong type (string)",
             frame(
                 0x82,
-                &envelope(ACCEPTED_ID, "subscribe", st("attack.types")),
+                &envelope(ACCEPTED_ID, "subscribe", text("attack.types")),
             ),
             Close(1007),
         ),
@@ -1133,9 +729,9 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
                 &envelope(
                     ACCEPTED_ID,
                     "publish",
-                    map(vec![
-                        ("room", st("attack.types")),
-                        ("data", map(vec![("x", Mp::U(1))])),
+                    map([
+                        ("room", text("attack.types")),
+                        ("data", map([("x", uint(1))])),
                     ]),
                 ),
             ),
@@ -1148,10 +744,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
                 &envelope(
                     ACCEPTED_ID,
                     "subscribe",
-                    map(vec![
-                        ("room", st("attack.types")),
-                        ("join_leave", st("yes")),
-                    ]),
+                    map([("room", text("attack.types")), ("join_leave", text("yes"))]),
                 ),
             ),
             Close(1007),
@@ -1160,11 +753,12 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "repeated key",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("id", Mp::U(1)),
-                    ("id", Mp::U(2)),
-                    ("subscribe", map(vec![("room", st("attack.types"))])),
-                ])),
+                &map([
+                    ("id", uint(1)),
+                    ("id", uint(2)),
+                    ("subscribe", map([("room", text("attack.types"))])),
+                ])
+                .to_bytes(),
             ),
             Close(1007),
         ),
@@ -1177,17 +771,18 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "two operations in one envelope",
             frame(
                 0x82,
-                &mp(&map(vec![
-                    ("id", Mp::U(5)),
-                    ("subscribe", map(vec![("room", st("attack.two"))])),
-                    ("publish", map(vec![("room", st("attack.two"))])),
-                ])),
+                &map([
+                    ("id", uint(5)),
+                    ("subscribe", map([("room", text("attack.two"))])),
+                    ("publish", map([("room", text("attack.two"))])),
+                ])
+                .to_bytes(),
             ),
             Error(101),
         ),
         frames(
             "no known operation",
-            frame(0x82, &envelope(5, "frobnicate", map(vec![]))),
+            frame(0x82, &envelope(5, "frobnicate", map([]))),
             Error(100),
         ),
         frames(
@@ -1197,10 +792,10 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
                 &envelope(
                     5,
                     "publish",
-                    map(vec![
-                        ("room", st("attack.key")),
-                        ("data", Mp::B(b"x".to_vec())),
-                        ("idempotency_key", st(&"k".repeat(129))),
+                    map([
+                        ("room", text("attack.key")),
+                        ("data", bin(b"x")),
+                        ("idempotency_key", text(&"k".repeat(129))),
                     ]),
                 ),
             ),
@@ -1256,7 +851,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "unsubscribe from a room never joined",
             frame(
                 0x82,
-                &envelope(5, "unsubscribe", map(vec![("room", st("attack.never"))])),
+                &envelope(5, "unsubscribe", map([("room", text("attack.never"))])),
             ),
             Error(104),
         ),
@@ -1264,7 +859,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "history of a room that keeps none",
             frame(
                 0x82,
-                &envelope(5, "history", map(vec![("room", st("attack.history"))])),
+                &envelope(5, "history", map([("room", text("attack.history"))])),
             ),
             Error(106),
         ),
@@ -1277,7 +872,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "refresh with a forged token",
             frame(
                 0x82,
-                &envelope(5, "refresh", map(vec![("token", st(&bad.forged))])),
+                &envelope(5, "refresh", map([("token", text(&bad.forged))])),
             ),
             Error(108),
         ),
@@ -1285,7 +880,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "refresh with an expired token",
             frame(
                 0x82,
-                &envelope(5, "refresh", map(vec![("token", st(&bad.expired))])),
+                &envelope(5, "refresh", map([("token", text(&bad.expired))])),
             ),
             Error(108),
         ),
@@ -1293,7 +888,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
             "refresh with an alg: none token",
             frame(
                 0x82,
-                &envelope(5, "refresh", map(vec![("token", st(&bad.alg_none))])),
+                &envelope(5, "refresh", map([("token", text(&bad.alg_none))])),
             ),
             Error(108),
         ),
@@ -1331,14 +926,15 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
         ),
         proto_frames(
             "protobuf unknown fields",
-            frame(0x82, &{
-                let mut bytes = Vec::new();
-                pb_bytes(&mut bytes, 99, b"unknown bytes");
-                pb_varint(&mut bytes, 100 << 3);
-                pb_varint(&mut bytes, 12345);
-                bytes.extend(pb_subscribe(ACCEPTED_ID, b"attack.proto"));
-                bytes
-            }),
+            frame(
+                0x82,
+                &concat(&[
+                    length_delimited(99, b"unknown bytes"),
+                    varint(100 << 3),
+                    varint(12345),
+                    pb_subscribe(ACCEPTED_ID, b"attack.proto"),
+                ]),
+            ),
             Accepted,
         ),
         proto_frames("protobuf empty message", frame(0x82, &[]), Error(100)),
@@ -1350,7 +946,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
     ]);
     // Before the upgrade: tokens, origins, subprotocols, heads.
     let good = bearer(attacker);
-    let with_token = |extra: &str| upgrade_request("/ws", &format!("{good}{extra}"));
+    let with_token = |extra: &str| handshake("/ws", &format!("{good}{extra}"));
     for (what, token) in [
         ("forged token (another secret)", &bad.forged),
         ("expired token", &bad.expired),
@@ -1362,32 +958,28 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
         ("token without exp", &bad.no_exp),
         ("token not valid yet (nbf)", &bad.not_yet_valid),
     ] {
-        rows.push(http(
-            what,
-            upgrade_request("/ws", &bearer(token)),
-            Status(401),
-        ));
+        rows.push(http(what, handshake("/ws", &bearer(token)), Status(401)));
     }
     rows.extend([
-        http("no token", upgrade_request("/ws", ""), Status(401)),
+        http("no token", handshake("/ws", ""), Status(401)),
         http(
             "garbage token",
-            upgrade_request("/ws", &bearer("not.a.token")),
+            handshake("/ws", &bearer("not.a.token")),
             Status(401),
         ),
         http(
             "empty bearer token",
-            upgrade_request("/ws", "Authorization: Bearer \r\n"),
+            handshake("/ws", "Authorization: Bearer \r\n"),
             Status(401),
         ),
         http(
             "expired token in the query string",
-            upgrade_request(&format!("/ws?token={}", bad.expired), ""),
+            handshake(&format!("/ws?token={}", bad.expired), ""),
             Status(401),
         ),
         http(
             "forged token in a subprotocol entry",
-            upgrade_request(
+            handshake(
                 "/ws",
                 &format!(
                     "Sec-WebSocket-Protocol: roomcast.v1.msgpack, roomcast.jwt.{}\r\n",
@@ -1469,7 +1061,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
         ),
         row(
             "a 20 KB token",
-            Send::HttpStream(upgrade_request("/ws", &bearer(&"t".repeat(20_000))).into_bytes()),
+            Send::HttpStream(handshake("/ws", &bearer(&"t".repeat(20_000))).into_bytes()),
             StatusOrDropped(431),
         ),
         row(
@@ -1484,7 +1076,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
         ),
         row(
             "keep-alive: a refused handshake every 100 ms on one connection",
-            Send::KeepAlive(upgrade_request("/ws", &bearer(&bad.forged)).into_bytes()),
+            Send::KeepAlive(handshake("/ws", &bearer(&bad.forged)).into_bytes()),
             Answer::CutAtHandshakeTimeout,
         ),
         http(
@@ -1535,9 +1127,9 @@ async fn attack(addr: SocketAddr, attacker: &str, send: &Send) -> Observed {
 }
 
 /// Whether the connection still serves: a publish to a granted room is acknowledged.
-async fn still_serving(conn: &mut Conn, codec: Codec) -> bool {
+async fn still_serving(conn: &mut RawWs, codec: Codec) -> bool {
     let op = ClientOp::publish(room("probe.alive"), Bytes::from_static(b"alive"));
-    if conn.request(codec, PROBE_ID, op).await.is_err() {
+    if conn.send_request(codec, PROBE_ID, op).await.is_err() {
         return false;
     }
     matches!(
@@ -1555,22 +1147,22 @@ async fn frames_attack(
 ) -> Observed {
     let extra = format!("{}{}", offer(codec), bearer(attacker));
     let early = if pipelined { bytes } else { &[] };
-    let mut conn = match Conn::open_with_early(addr, &extra, early).await {
+    let mut conn = match RawWs::open_with_early(addr, &extra, early).await {
         Ok(conn) => conn,
         Err(e) => return Observed::Nothing(e),
     };
     if !pipelined {
         // The server may close before reading everything: a failed write is not the answer.
-        let _ = conn.send(bytes).await;
+        let _ = conn.try_send(bytes).await;
     }
     loop {
-        let frame = match conn.read_frame(Duration::from_secs(5)).await {
+        let frame = match conn.next_frame(Duration::from_secs(5)).await {
             Ok(frame) => frame,
-            Err(e) => return Observed::Nothing(e),
+            Err(e) => return Observed::Nothing(e.to_string()),
         };
         match frame.opcode {
             0x8 => {
-                let code = frame.close_code();
+                let code = frame.close_status();
                 let tcp_ended = conn.ends_within(Duration::from_secs(4)).await;
                 return Observed::Close { code, tcp_ended };
             }
@@ -1741,7 +1333,7 @@ async fn keep_alive(addr: SocketAddr, request: &[u8]) -> Observed {
 
 async fn ping_flood(addr: SocketAddr, attacker: &str, pings: usize) -> Observed {
     let codec = Codec::MsgPack;
-    let mut conn = match Conn::attacker(addr, codec, attacker).await {
+    let mut conn = match attacker_conn(addr, codec, attacker).await {
         Ok(conn) => conn,
         Err(e) => return Observed::Nothing(e),
     };
@@ -1749,14 +1341,16 @@ async fn ping_flood(addr: SocketAddr, attacker: &str, pings: usize) -> Observed 
         .flat_map(|i| frame(0x89, &i.to_be_bytes()))
         .collect();
     let publish = ClientOp::publish(room("probe.alive"), Bytes::from_static(b"after pings"));
-    if conn.send(&flood).await.is_err() || conn.request(codec, PROBE_ID, publish).await.is_err() {
+    if conn.try_send(&flood).await.is_err()
+        || conn.send_request(codec, PROBE_ID, publish).await.is_err()
+    {
         return Observed::Nothing("the flood could not be written".into());
     }
     let mut pongs = 0;
     let mut last: Option<u32> = None;
     let mut in_order = true;
     let serving = loop {
-        let frame = match conn.read_frame(Duration::from_secs(10)).await {
+        let frame = match conn.next_frame(Duration::from_secs(10)).await {
             Ok(frame) => frame,
             Err(_) => break false,
         };
@@ -1793,7 +1387,7 @@ async fn ping_flood(addr: SocketAddr, attacker: &str, pings: usize) -> Observed 
 
 async fn publish_flood(addr: SocketAddr, attacker: &str) -> Observed {
     let codec = Codec::MsgPack;
-    let mut conn = match Conn::attacker(addr, codec, attacker).await {
+    let mut conn = match attacker_conn(addr, codec, attacker).await {
         Ok(conn) => conn,
         Err(e) => return Observed::Nothing(e),
     };
@@ -1810,14 +1404,14 @@ async fn publish_flood(addr: SocketAddr, attacker: &str) -> Observed {
                 publish(id)
             })
             .collect();
-        if conn.send(&chunk).await.is_err() {
+        if conn.try_send(&chunk).await.is_err() {
             return Observed::Nothing("connection failed during the flood".into());
         }
         let mut answered = 0;
         while answered < 10 {
-            let frame = match conn.read_frame(Duration::from_secs(5)).await {
+            let frame = match conn.next_frame(Duration::from_secs(5)).await {
                 Ok(frame) => frame,
-                Err(e) => return Observed::Nothing(e),
+                Err(e) => return Observed::Nothing(e.to_string()),
             };
             match frame.opcode {
                 0x2 => match codec.decode_server(&Bytes::from(frame.payload)) {
@@ -1835,7 +1429,7 @@ async fn publish_flood(addr: SocketAddr, attacker: &str) -> Observed {
                     return Observed::Flood {
                         accepted,
                         errors,
-                        close: Some(frame.close_code()),
+                        close: Some(frame.close_status()),
                     }
                 }
                 _ => {}
@@ -1856,11 +1450,11 @@ async fn publish_flood(addr: SocketAddr, attacker: &str) -> Observed {
                 publish(id)
             })
             .collect();
-        let _ = conn.send(&burst).await;
+        let _ = conn.try_send(&burst).await;
         loop {
-            match conn.read_frame(Duration::from_secs(1)).await {
+            match conn.next_frame(Duration::from_secs(1)).await {
                 Ok(frame) if frame.opcode == 0x8 => {
-                    close = Some(frame.close_code());
+                    close = Some(frame.close_status());
                     break 'phase2;
                 }
                 Ok(frame) if frame.opcode == 0x2 => {
@@ -1875,7 +1469,7 @@ async fn publish_flood(addr: SocketAddr, attacker: &str) -> Observed {
                     }
                 }
                 Ok(_) => {}
-                Err(e) if e.starts_with("nothing within") => break,
+                Err(NoFrame::Timeout(_)) => break,
                 Err(_) => break 'phase2,
             }
         }
@@ -1893,13 +1487,13 @@ async fn publish_flood(addr: SocketAddr, attacker: &str) -> Observed {
 
 async fn rooms_past_max(addr: SocketAddr, attacker: &str) -> Observed {
     let codec = Codec::MsgPack;
-    let mut conn = match Conn::attacker(addr, codec, attacker).await {
+    let mut conn = match attacker_conn(addr, codec, attacker).await {
         Ok(conn) => conn,
         Err(e) => return Observed::Nothing(e),
     };
     for i in 0..=MAX_ROOMS as u64 {
         let op = ClientOp::subscribe(room(&format!("attack.room{i}")));
-        if conn.request(codec, i + 1, op).await.is_err() {
+        if conn.send_request(codec, i + 1, op).await.is_err() {
             return Observed::Nothing("write failed".into());
         }
         match conn.reply_to(codec, i + 1, Duration::from_secs(5)).await {
@@ -1944,10 +1538,10 @@ struct Watcher {
 impl Watcher {
     async fn start(addr: SocketAddr, token: &str) -> Watcher {
         let codec = Codec::Proto;
-        let mut conn = Conn::open(addr, &format!("{}{}", offer(codec), bearer(token)))
+        let mut conn = RawWs::open(addr, &format!("{}{}", offer(codec), bearer(token)))
             .await
             .expect("the watcher connects");
-        conn.request(codec, 1, ClientOp::subscribe(room(STEADY)))
+        conn.send_request(codec, 1, ClientOp::subscribe(room(STEADY)))
             .await
             .unwrap();
         let start = match conn.reply_to(codec, 1, Duration::from_secs(5)).await {
@@ -1957,10 +1551,10 @@ impl Watcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
             loop {
-                let frame = match conn.read_frame(Duration::from_secs(3600)).await {
+                let frame = match conn.next_frame(Duration::from_secs(3600)).await {
                     Ok(frame) => frame,
                     Err(e) => {
-                        let _ = tx.send(Seen::Ended(e));
+                        let _ = tx.send(Seen::Ended(e.to_string()));
                         return;
                     }
                 };
@@ -1973,9 +1567,9 @@ impl Watcher {
                         },
                         other => Seen::Other(format!("{other:?}")),
                     },
-                    0x8 => Seen::Ended(format!("closed with {}", frame.close_code())),
+                    0x8 => Seen::Ended(format!("closed with {}", frame.close_status())),
                     0x9 => {
-                        let _ = conn.send(&frame_pong(&frame.payload)).await;
+                        let _ = conn.try_send(&pong(&frame.payload)).await;
                         continue;
                     }
                     other => Seen::Other(format!("frame with opcode {other:#x}")),
@@ -2018,13 +1612,13 @@ impl Watcher {
 
 /// The well-behaved publisher.
 struct Publisher {
-    conn: Conn,
+    conn: RawWs,
     start: u64,
 }
 
 impl Publisher {
     async fn connect(addr: SocketAddr, token: &str, start: u64) -> Publisher {
-        let conn = Conn::open(addr, &format!("{}{}", offer(Codec::MsgPack), bearer(token)))
+        let conn = RawWs::open(addr, &format!("{}{}", offer(Codec::MsgPack), bearer(token)))
             .await
             .expect("the publisher connects");
         Publisher { conn, start }
@@ -2033,7 +1627,7 @@ impl Publisher {
     /// Publishes message number `n` and waits for its ack.
     async fn publish(&mut self, n: u64, around: &str) {
         let op = ClientOp::publish(room(STEADY), Bytes::copy_from_slice(&n.to_be_bytes()));
-        self.conn.request(Codec::MsgPack, n, op).await.unwrap();
+        self.conn.send_request(Codec::MsgPack, n, op).await.unwrap();
         match self
             .conn
             .reply_to(Codec::MsgPack, n, Duration::from_secs(10))
@@ -2063,7 +1657,7 @@ async fn stats_json(addr: SocketAddr) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_get_their_documented_answers_and_a_good_subscriber_misses_nothing() {
-    let broker = Broker::start(hostile_config());
+    let broker = Broker::start_with(hostile_config());
     let addr = broker.addr;
     let attacker = token_for(
         "mallory",
@@ -2359,11 +1953,11 @@ async fn handshake_status(addr: SocketAddr, request: String) -> Option<u16> {
 
 fn token_requests(token: &str) -> [(&'static str, String); 3] {
     [
-        ("header", upgrade_request("/ws", &bearer(token))),
-        ("query", upgrade_request(&format!("/ws?token={token}"), "")),
+        ("header", handshake("/ws", &bearer(token))),
+        ("query", handshake(&format!("/ws?token={token}"), "")),
         (
             "subprotocol",
-            upgrade_request(
+            handshake(
                 "/ws",
                 &format!("Sec-WebSocket-Protocol: roomcast.v1.proto, roomcast.jwt.{token}\r\n"),
             ),
@@ -2422,7 +2016,7 @@ async fn tokens_never_appear_in_the_logs_even_at_trace_level() {
     // On a live connection: refreshes with bad and good tokens, traffic, a
     // protocol violation, all logged at trace level.
     let codec = Codec::MsgPack;
-    let mut conn = Conn::open(addr, &format!("{}{}", offer(codec), bearer(&valid)))
+    let mut conn = RawWs::open(addr, &format!("{}{}", offer(codec), bearer(&valid)))
         .await
         .unwrap();
     let fresh = sign(
@@ -2432,7 +2026,7 @@ async fn tokens_never_appear_in_the_logs_even_at_trace_level() {
     );
     tokens.push(fresh.clone());
     for (id, token) in [(1, &bad.forged), (2, &bad.expired), (3, &fresh)] {
-        conn.request(
+        conn.send_request(
             codec,
             id,
             ClientOp::Refresh {
@@ -2450,19 +2044,19 @@ async fn tokens_never_appear_in_the_logs_even_at_trace_level() {
             other => panic!("refresh {id}: {other:?}"),
         }
     }
-    conn.request(codec, 4, ClientOp::subscribe(room("logs.room")))
+    conn.send_request(codec, 4, ClientOp::subscribe(room("logs.room")))
         .await
         .unwrap();
     assert!(conn
         .reply_to(codec, 4, Duration::from_secs(5))
         .await
         .is_ok());
-    conn.send(&frame(0xc2, b"rsv")).await.unwrap();
+    conn.try_send(&frame(0xc2, b"rsv")).await.unwrap();
     assert_eq!(
-        conn.read_frame(Duration::from_secs(5))
+        conn.next_frame(Duration::from_secs(5))
             .await
             .map(|f| f.close_code()),
-        Ok(1002)
+        Ok(Some(1002))
     );
     let output = binary.stop().await;
     assert!(
@@ -2491,7 +2085,7 @@ async fn tokens_never_appear_in_the_logs_even_at_trace_level() {
 /// base64 of 16 bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_websocket_key_gets_400() {
-    let broker = Broker::start(hostile_config());
+    let broker = Broker::start_with(hostile_config());
     let attacker = token_for("mallory", json!({"sub": ["*"]}));
     for key in [
         "",
@@ -2526,17 +2120,17 @@ async fn a_token_in_a_malformed_envelope_never_reaches_the_log() {
         secret,
     );
     let codec = Codec::MsgPack;
-    let mut conn = Conn::open(binary.addr, &format!("{}{}", offer(codec), bearer(&valid)))
+    let mut conn = RawWs::open(binary.addr, &format!("{}{}", offer(codec), bearer(&valid)))
         .await
         .unwrap();
-    conn.send(&frame(0x82, &envelope(1, "refresh", st(&fresh))))
+    conn.try_send(&frame(0x82, &envelope(1, "refresh", text(&fresh))))
         .await
         .unwrap();
     assert_eq!(
-        conn.read_frame(Duration::from_secs(5))
+        conn.next_frame(Duration::from_secs(5))
             .await
             .map(|f| f.close_code()),
-        Ok(1007)
+        Ok(Some(1007))
     );
     let output = binary.stop().await;
     for token in [&valid, &fresh] {
@@ -2554,10 +2148,10 @@ async fn a_token_in_a_malformed_envelope_never_reaches_the_log() {
 /// core and sent without being counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_reply_is_counted_in_stats() {
-    let broker = Broker::start(hostile_config());
+    let broker = Broker::start_with(hostile_config());
     let attacker = token_for("mallory", json!({"sub": ["*"], "presence": ["*"]}));
     let codec = Codec::MsgPack;
-    let mut conn = Conn::attacker(broker.addr, codec, &attacker).await.unwrap();
+    let mut conn = attacker_conn(broker.addr, codec, &attacker).await.unwrap();
     let ops = [
         ClientOp::History {
             room: room("attack.history"),
@@ -2571,7 +2165,7 @@ async fn every_error_reply_is_counted_in_stats() {
         },
     ];
     for (id, op) in (1..).zip(ops) {
-        conn.request(codec, id, op).await.unwrap();
+        conn.send_request(codec, id, op).await.unwrap();
         let (outcome, _) = conn
             .reply_to(codec, id, Duration::from_secs(5))
             .await

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{rooms_on_both_cores, run_with_deadline, Broker};
+use common::broker::{rooms_on_both_cores, Broker};
+use common::process::run_with_deadline;
 
 /// The whole script takes well under a second; this only catches a hang.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{run_with_deadline, Broker};
+use common::broker::Broker;
+use common::process::run_with_deadline;
 
 /// A run takes about 8 s; this only catches a hang.
 const K6_DEADLINE: Duration = Duration::from_secs(120);

@@ -6,10 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, Broker, Peer};
+use common::broker::{config, Broker};
+use common::peer::{room, Peer};
+use common::ws::{offer, RawWs};
 use roomcast::protocol::{
-    ClientInfo, ClientOp, Codec, ErrorCode, Outcome, PresenceChange, PresenceCounts, RoomName,
-    ServerEvent,
+    ClientInfo, ClientOp, Codec, ErrorCode, Outcome, PresenceChange, PresenceCounts, ServerEvent,
 };
 use roomcast::rules::RoomRules;
 use roomcast::Config;
@@ -24,10 +25,6 @@ fn presence_config() -> Config {
         pong_timeout: Duration::from_millis(300),
         ..config()
     }
-}
-
-fn room(name: &str) -> RoomName {
-    RoomName::new(name).unwrap()
 }
 
 fn subscribe(name: &str, join_leave: bool) -> ClientOp {
@@ -124,7 +121,7 @@ async fn a_watcher_sees_who_joins_and_leaves_including_those_that_vanish() {
 
         // Carol's network goes quiet: she never answers a ping. The
         // heartbeat drops her within ping_interval + pong_timeout.
-        let mut carol = common::RawWs::connect(broker.addr, &common::offer(codec)).await;
+        let mut carol = RawWs::connect(broker.addr, &offer(codec)).await;
         let join = codec.encode_request(&roomcast::protocol::ClientRequest {
             id: roomcast::protocol::RequestId(1),
             op: subscribe(name, false),

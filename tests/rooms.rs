@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{next, rooms_on_both_cores, Broker};
+use common::broker::{next, rooms_on_both_cores, Broker};
 use roomcast::protocol::Codec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,33 +6,25 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, handshake, http_request, offer, Broker, Peer, RawWs};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use common::broker::{config, Broker};
+use common::jwt::{now, sign};
+use common::peer::{room, Peer};
+use common::process::run_with_deadline;
+use common::ws::{bearer, handshake, http_request, offer, RawWs};
+use jsonwebtoken::Algorithm;
 use roomcast::config::List;
-use roomcast::protocol::{ClientOp, Codec, ErrorCode, Outcome, RoomName, ServerEvent};
+use roomcast::protocol::{ClientOp, Codec, ErrorCode, Outcome, ServerEvent};
 use roomcast::rules::RoomRules;
 use roomcast::Config;
 use serde_json::{json, Value};
 
 const SECRET: &str = "test-secret-with-enough-entropy";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    sign(Algorithm::HS256, &claims, SECRET)
 }
 
 /// A token for `user` valid for a minute, with these room grants.
@@ -48,18 +40,10 @@ fn secured() -> Config {
     }
 }
 
-fn room(name: &str) -> RoomName {
-    RoomName::new(name).unwrap()
-}
-
 /// The status line of the answer to a handshake with `extra` headers.
 async fn status(broker: &Broker, path: &str, extra: &str) -> String {
     let response = http_request(broker.addr, handshake(path, extra).as_bytes()).await;
     response.lines().next().unwrap_or_default().to_owned()
-}
-
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
 }
 
 async fn peer_with(broker: &Broker, codec: Codec, extra: &str) -> Peer {
@@ -81,12 +65,11 @@ async fn a_token_is_checked_before_the_upgrade_wherever_the_client_puts_it() {
     assert!(status(&broker, "/ws", &bearer("garbage"))
         .await
         .contains("401"));
-    let forged = encode(
-        &Header::new(Algorithm::HS256),
+    let forged = sign(
+        Algorithm::HS256,
         &json!({"sub": "ann", "exp": now() + 60}),
-        &EncodingKey::from_secret(b"another secret"),
-    )
-    .unwrap();
+        "another secret",
+    );
     assert!(
         status(&broker, "/ws", &bearer(&forged))
             .await
@@ -440,7 +423,7 @@ async fn wss_serves_a_real_tls_client_and_plain_clients_get_nowhere() {
     // Python's ssl module (OpenSSL), verifying our certificate, speaks the
     // protocol over wss:// with the websockets library.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tls_client.py");
-    let output = common::run_with_deadline(
+    let output = run_with_deadline(
         Command::new("python3")
             .arg(script)
             .arg(format!("wss://localhost:{}/ws", broker.addr.port()))

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{config, Broker};
+use common::broker::{config, Broker};
 use roomcast::client::{Client, ClientOptions};
 use roomcast::protocol::Codec;
 

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, next, Broker, RawWs};
+use common::broker::{config, next, Broker};
+use common::ws::RawWs;
 use roomcast::client::{Client, ClientOptions};
 use roomcast::limits::SlowConsumerPolicy;
 use roomcast::protocol::{

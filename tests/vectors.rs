@@ -8,6 +8,8 @@
 //! still does, so a client author in any language can test an encoder and a
 //! decoder against them. The hex lives only in the `Vector` consts.
 
+mod common;
+
 use bytes::Bytes;
 use prost::Message as _;
 use serde::Serialize;
@@ -19,6 +21,9 @@ use roomcast::protocol::{
     HistoryQuery, IdempotencyKey, Offset, Outcome, PresenceChange, PresenceCounts, Publication,
     Reply, RequestError, RequestId, RoomName, RoomNameError, ServerEvent, StreamPosition,
 };
+
+use common::msgpack::{bin, map, text, uint, Mp};
+use common::ws::unmasked;
 
 /// One envelope in both codecs, as hex bytes separated by spaces.
 struct Vector {
@@ -287,11 +292,7 @@ fn assert_reply_vector(vector: &Vector, reply: &Reply) {
         codec.encode_reply(reply, &mut envelope);
         assert_eq!(hex(&envelope), vector.hex(codec), "{codec}: encode");
         let framed = frame::reply(codec, reply);
-        assert_eq!(
-            framed[..],
-            [&rfc6455_header(envelope.len())[..], &envelope[..]].concat(),
-            "{codec}: frame"
-        );
+        assert_eq!(framed[..], unmasked(0x82, &envelope), "{codec}: frame");
         let decoded = codec.decode_server(&vector.bytes(codec));
         assert_eq!(
             decoded,
@@ -299,21 +300,6 @@ fn assert_reply_vector(vector: &Vector, reply: &Reply) {
             "{codec}: decode"
         );
     }
-}
-
-/// The header of an unmasked final binary frame, written from RFC 6455 §5.2.
-fn rfc6455_header(len: usize) -> Vec<u8> {
-    let mut header = vec![0x82];
-    if len <= 125 {
-        header.push(len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        header.push(126);
-        header.extend_from_slice(&short.to_be_bytes());
-    } else {
-        header.push(127);
-        header.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    header
 }
 
 /// A MessagePack envelope built by hand, for requests our encoder would never write.
@@ -348,121 +334,6 @@ fn visitor() -> ClientInfo {
         user: String::new(),
         joined_at_ms: 1_767_225_600_000,
     }
-}
-
-/// A MessagePack value of the kinds the protocol uses, map entries in wire
-/// order: what rmp-serde reads from a vector, without our codec's structs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Mp {
-    Uint(u64),
-    Bool(bool),
-    Str(String),
-    Bin(Vec<u8>),
-    Array(Vec<Mp>),
-    Map(Vec<(String, Mp)>),
-}
-
-impl<'de> serde::Deserialize<'de> for Mp {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Mp, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Mp;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an unsigned integer, bool, str, bin, array or map")
-            }
-
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Mp, E> {
-                Ok(Mp::Uint(n))
-            }
-
-            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Mp, E> {
-                Ok(Mp::Bool(b))
-            }
-
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Mp, E> {
-                Ok(Mp::Str(s.to_owned()))
-            }
-
-            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Mp, E> {
-                Ok(Mp::Bin(b.to_vec()))
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Mp, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
-                }
-                Ok(Mp::Array(items))
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Mp, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    entries.push(entry);
-                }
-                Ok(Mp::Map(entries))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-impl Mp {
-    /// The value in the shortest MessagePack form, which every encoder of
-    /// this protocol writes.
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.write(&mut out);
-        out
-    }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        use rmp::encode::{
-            write_array_len, write_bin, write_bool, write_map_len, write_str, write_uint,
-        };
-        const INTO_A_VEC: &str = "writing into a Vec cannot fail";
-        match self {
-            Mp::Uint(n) => {
-                write_uint(out, *n).expect(INTO_A_VEC);
-            }
-            Mp::Bool(b) => write_bool(out, *b).expect(INTO_A_VEC),
-            Mp::Str(s) => write_str(out, s).expect(INTO_A_VEC),
-            Mp::Bin(b) => write_bin(out, b).expect(INTO_A_VEC),
-            Mp::Array(items) => {
-                write_array_len(out, items.len() as u32).expect(INTO_A_VEC);
-                items.iter().for_each(|item| item.write(out));
-            }
-            Mp::Map(entries) => {
-                write_map_len(out, entries.len() as u32).expect(INTO_A_VEC);
-                for (key, value) in entries {
-                    write_str(out, key).expect(INTO_A_VEC);
-                    value.write(out);
-                }
-            }
-        }
-    }
-}
-
-fn uint(n: u64) -> Mp {
-    Mp::Uint(n)
-}
-
-fn text(s: &str) -> Mp {
-    Mp::Str(s.to_owned())
-}
-
-fn bin(b: &[u8]) -> Mp {
-    Mp::Bin(b.to_vec())
-}
-
-fn map<const N: usize>(entries: [(&str, Mp); N]) -> Mp {
-    Mp::Map(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-    )
 }
 
 /// `{"client": .., "user": .., "joined_at_ms": ..}` of [`visitor`].
@@ -1209,11 +1080,7 @@ fn a_join_event_tells_who_joined_chat_lobby() {
         codec.encode_presence(PresenceChange::Join, &lobby(), &visitor(), &mut envelope);
         assert_eq!(hex(&envelope), JOIN.hex(codec), "{codec}: encode");
         let framed = frame::presence(codec, PresenceChange::Join, &lobby(), &visitor());
-        assert_eq!(
-            framed[..],
-            [&rfc6455_header(envelope.len())[..], &envelope[..]].concat(),
-            "{codec}: frame"
-        );
+        assert_eq!(framed[..], unmasked(0x82, &envelope), "{codec}: frame");
         let joined = ServerEvent::Presence {
             change: PresenceChange::Join,
             room: "chat.lobby".to_owned(),
@@ -1488,7 +1355,7 @@ fn delivery_frames_switch_length_form_exactly_at_126_and_65536_bytes() {
             let mut envelope = Vec::new();
             codec.encode_message(&lobby(), Offset(42), &data, &mut envelope);
             let framed = frame::message(codec, &lobby(), Offset(42), &data);
-            let expected = [rfc6455_header(envelope.len()), envelope.clone()].concat();
+            let expected = unmasked(0x82, &envelope);
             assert!(
                 framed[..] == expected[..],
                 "{codec}: envelope of {} bytes",
