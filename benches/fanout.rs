@@ -1,15 +1,19 @@
 //! The publication path after decoding, one step at a time:
 //!
-//! * `shard_deliver`: a core's fan-out step ([`Shard::deliver`]) to 1, 100
+//! * `shard_deliver`: a core's fan-out step (`Shard::deliver`) to 1, 100
 //!   and 10,000 active local subscribers of one room: one reference to the
 //!   shared frame pushed into each subscriber's bounded queue. Throughput
 //!   is deliveries (frames queued), so criterion prints deliveries per
 //!   second; time per delivery is the iteration time divided by N.
-//! * `home_publish`: the home core's step ([`Home::publish`]): sequence the
-//!   publication and encode its frame once per codec in use, with interest
-//!   from 2 cores, in one codec and in both.
+//! * `shard_unsubscribe_all`: a mass disconnect, every subscriber of one
+//!   room of 1,000 and of 100,000 leaving; flat time per subscriber shows
+//!   that removal is O(1).
+//! * `home_publish`: the home core's publish step (begin, the memory
+//!   engine's answer, finish): sequence the publication and encode its
+//!   frame once per codec in use, with interest from 2 cores, in one codec
+//!   and in both.
 //! * `write_all`: the session writer's batched, vectored write
-//!   ([`write_all`]) of 64 and 512 queued frames of 128 B into a real
+//!   (`write_all`) of 64 and 512 queued frames of 128 B into a real
 //!   loopback TCP socket (`TCP_NODELAY`, as the server sets it), whose other
 //!   end a thread drains. Throughput is bytes written.
 //!
@@ -25,15 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use roomcast::engine::{EngineConfig, MemoryEngine};
-use roomcast::limits::{OutboundLimits, SlowConsumerPolicy};
-use roomcast::metrics::CoreStats;
-use roomcast::protocol::{frame, Codec, Offset, RequestId, RoomName, StreamPosition};
-use roomcast::router::home::Home;
-use roomcast::router::shard::{Shard, SubscribeStep, Subscriber};
-use roomcast::router::{ConnId, CoreId, Frames};
-use roomcast::transport::outbound::Outbound;
-use roomcast::transport::session::write_all;
+use roomcast::hooks::{write_all, HomeBench, ShardBench};
 
 /// The allocator the `roomcast` binary uses, so allocation costs match it.
 #[global_allocator]
@@ -45,68 +41,15 @@ const ROOM: &str = "market.ticks.btc-usd";
 /// The payload of the delivered publication.
 const PAYLOAD_LEN: usize = 128;
 
-fn room() -> RoomName {
-    RoomName::new(ROOM).expect("a valid room name")
-}
-
-/// Limits no benchmark reaches: the slow-consumer policy never fires.
-fn unbounded() -> OutboundLimits {
-    OutboundLimits {
-        max_bytes: 1 << 40,
-        max_messages: usize::MAX,
-        max_age: Duration::from_secs(3_600),
-        policy: SlowConsumerPolicy::Close,
-    }
-}
-
-/// A shard with `n` active MessagePack subscribers of `room`, and their queues.
-fn shard_with(room: &RoomName, n: usize, now: Instant) -> (Shard, Vec<Rc<Outbound>>) {
-    let mut shard = Shard::default();
-    let stats = CoreStats::detached();
-    let mut queues = Vec::with_capacity(n);
-    for conn in 0..n {
-        let outbound = Rc::new(Outbound::new(unbounded(), stats.clone()));
-        queues.push(outbound.clone());
-        let subscriber = Subscriber {
-            conn: ConnId(conn as u64),
-            outbound,
-            join_leave: false,
-        };
-        // Request id 0: no acknowledgement is queued, the queues start empty.
-        let step = shard.subscribe(room, Codec::MsgPack, subscriber, RequestId(0), None, now);
-        assert!(matches!(
-            step,
-            SubscribeStep::AskHome(_) | SubscribeStep::Wait(_)
-        ));
-    }
-    shard.activate(room, Codec::MsgPack, StreamPosition::default(), now);
-    assert_eq!(shard.subscriber_count(room, Codec::MsgPack), n);
-    (shard, queues)
-}
-
-/// Empties every queue as the session writers would (take, then written).
-fn drain(queues: &[Rc<Outbound>], batch: &mut Vec<Rc<Bytes>>) {
-    for queue in queues {
-        let taken = queue.take(batch, usize::MAX, usize::MAX);
-        queue.written(taken);
-        batch.clear();
-    }
-}
-
 fn shard_deliver(c: &mut Criterion) {
     let mut group = c.benchmark_group("shard_deliver");
-    let room = room();
-    let now = Instant::now();
-    let frame = frame::message(Codec::MsgPack, &room, Offset(1), &[7; PAYLOAD_LEN]);
-    let frames: Frames = [Some(frame), None];
     for n in [1, 100, 10_000] {
-        let (mut shard, queues) = shard_with(&room, n, now);
+        let mut shard = ShardBench::new(ROOM, n, PAYLOAD_LEN);
         // The queues are drained outside the measured time, after every
         // `depth` deliveries: each subscriber's queue holds at most `depth`
         // frames, and the time excludes the writers' `take` and the drop of
         // the frame references (one atomic decrement each, on the writer's side).
         let depth = (4_096 / n).clamp(16, 1_024) as u64;
-        let mut batch = Vec::new();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter_custom(|iters| {
@@ -116,11 +59,10 @@ fn shard_deliver(c: &mut Criterion) {
                     let chunk = depth.min(iters - done);
                     let start = Instant::now();
                     for i in 0..chunk {
-                        let offset = Offset(done + i + 1);
-                        black_box(shard.deliver(&room, offset, &frames, now));
+                        black_box(shard.deliver(done + i + 1));
                     }
                     measured += start.elapsed();
-                    drain(&queues, &mut batch);
+                    shard.drain();
                     done += chunk;
                 }
                 measured
@@ -130,40 +72,41 @@ fn shard_deliver(c: &mut Criterion) {
     group.finish();
 }
 
-/// An engine whose rooms keep `history_size` publications for a minute.
-fn engine(history_size: usize) -> MemoryEngine {
-    let config = roomcast::Config {
-        history_size,
-        history_ttl: Duration::from_secs(60),
-        ..roomcast::Config::default()
-    };
-    MemoryEngine::new(EngineConfig::from_config(&config))
+/// A mass disconnect: every one of 100,000 subscribers of one room leaves.
+/// Throughput is subscribers removed; removal is O(1) each, so the time per
+/// subscriber stays flat as the room grows (it was O(n), so O(n^2) in all).
+fn shard_unsubscribe(c: &mut Criterion) {
+    let mut group = c.benchmark_group("shard_unsubscribe_all");
+    group.sample_size(10);
+    for n in [1_000, 100_000] {
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_batched(
+                || ShardBench::new(ROOM, n, PAYLOAD_LEN),
+                |mut shard| {
+                    assert_eq!(shard.unsubscribe_all(), n);
+                    assert_eq!(shard.subscribers(), 0);
+                    shard
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
 }
 
 /// Sequencing and encoding one publication at its home, without and with
 /// history (which copies the payload once more, into the room's history).
 fn home_publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("home_publish");
-    let room = room();
-    let interest: [(&str, [Codec; 2]); 2] = [
-        ("one_codec", [Codec::MsgPack, Codec::MsgPack]),
-        ("both_codecs", [Codec::MsgPack, Codec::Proto]),
-    ];
     for history_size in [0, 1_000] {
-        for (name, codecs) in interest {
+        for (name, both_codecs) in [("one_codec", false), ("both_codecs", true)] {
             for len in [16, PAYLOAD_LEN, 1_024, 16 * 1_024] {
-                let now = Instant::now();
-                let mut home = Home::new(engine(history_size), 1_000);
                 // Core 0 subscribes with the first codec, core 1 with the second.
-                for (core, codec) in codecs.into_iter().enumerate() {
-                    home.interest(&room, codec, CoreId(core), true, now);
-                }
-                let data = vec![7; len];
+                let mut home = HomeBench::new(ROOM, history_size, both_codecs, len);
                 group.throughput(Throughput::Elements(1));
                 let id = BenchmarkId::new(format!("{name}/history_{history_size}"), len);
-                group.bench_function(id, |b| {
-                    b.iter(|| home.publish(black_box(&room), black_box(&data), None, now))
-                });
+                group.bench_function(id, |b| b.iter(|| home.publish()));
             }
         }
     }
@@ -224,5 +167,11 @@ fn batched_write(c: &mut Criterion) {
     reader.join().expect("the reader thread");
 }
 
-criterion_group!(benches, shard_deliver, home_publish, batched_write);
+criterion_group!(
+    benches,
+    shard_deliver,
+    shard_unsubscribe,
+    home_publish,
+    batched_write
+);
 criterion_main!(benches);

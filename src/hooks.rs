@@ -153,7 +153,12 @@ pub struct HomeBench {
 impl HomeBench {
     /// Rooms keeping `history_size` publications for a minute; interest
     /// from cores 0 and 1 in MessagePack, or in both codecs.
-    pub fn new(room: &str, history_size: usize, both_codecs: bool, payload_len: usize) -> HomeBench {
+    pub fn new(
+        room: &str,
+        history_size: usize,
+        both_codecs: bool,
+        payload_len: usize,
+    ) -> HomeBench {
         let config = Config {
             history_size,
             history_ttl: std::time::Duration::from_secs(60),
@@ -197,7 +202,13 @@ impl HomeBench {
                 request: RequestId(0),
             },
         };
-        run(&mut self.home, &mut self.engine, &self.room, step, &mut self.out);
+        run(
+            &mut self.home,
+            &mut self.engine,
+            &self.room,
+            step,
+            &mut self.out,
+        );
         self.out.clear();
     }
 }

@@ -60,7 +60,12 @@ impl Node {
             admission: Arc::new(Admission::new(&config)),
             tls,
             verifier,
-            anonymous_rooms: config.anonymous_rooms.0.iter().map(|p| Glob::new(p)).collect(),
+            anonymous_rooms: config
+                .anonymous_rooms
+                .0
+                .iter()
+                .map(|p| Glob::new(p))
+                .collect(),
             role_rules: config.rooms.has_role_rules(),
             shutting_down: AtomicBool::new(false),
             config,

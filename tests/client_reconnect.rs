@@ -12,8 +12,8 @@ use common::broker::{config, Broker};
 use roomcast::client::{
     Client, ClientError, ClientOptions, DisconnectCause, Event, Message, PublishAck,
 };
+use roomcast::config::RoomRules;
 use roomcast::protocol::{Codec, HistoryQuery, Offset};
-use roomcast::rules::RoomRules;
 use roomcast::Config;
 
 /// A broker where `ticks.*` rooms keep their last 1000 publications.

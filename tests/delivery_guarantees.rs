@@ -10,11 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::broker::{config, rooms_on_both_cores, Broker};
 use common::peer::{room, Peer};
+use roomcast::config::RoomRules;
 use roomcast::protocol::{
     Ack, ClientOp, Codec, ErrorCode, HistoryQuery, IdempotencyKey, Offset, Outcome, ServerEvent,
     StreamPosition,
 };
-use roomcast::rules::RoomRules;
 use roomcast::Config;
 
 /// A broker where `ticks.*` rooms keep `size` publications for `ttl`.

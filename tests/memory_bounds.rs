@@ -12,7 +12,9 @@ mod common;
 use std::alloc::System;
 use std::time::Duration;
 
-use common::{Broker, RawWs};
+use common::broker::{config, Broker};
+use common::msgpack::{bin, map, text, uint};
+use common::ws::RawWs;
 use roomcast::protocol::{Codec, ServerEvent};
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -32,17 +34,12 @@ const PADDING: usize = 60 * 1024;
 /// `{"id": id, "subscribe": {"room": room}, "padding": <PADDING bytes>}`:
 /// the padding is an unknown key, which the broker ignores.
 fn padded_subscribe(id: u64, room: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmp::encode::write_map_len(&mut out, 3).unwrap();
-    rmp::encode::write_str(&mut out, "id").unwrap();
-    rmp::encode::write_uint(&mut out, id).unwrap();
-    rmp::encode::write_str(&mut out, "subscribe").unwrap();
-    rmp::encode::write_map_len(&mut out, 1).unwrap();
-    rmp::encode::write_str(&mut out, "room").unwrap();
-    rmp::encode::write_str(&mut out, room).unwrap();
-    rmp::encode::write_str(&mut out, "padding").unwrap();
-    rmp::encode::write_bin(&mut out, &vec![0x5a; PADDING]).unwrap();
-    out
+    map([
+        ("id", uint(id)),
+        ("subscribe", map([("room", text(room))])),
+        ("padding", bin(&vec![0x5a; PADDING])),
+    ])
+    .to_bytes()
 }
 
 async fn subscribe(ws: &mut RawWs, id: u64, room: &str) {
@@ -66,7 +63,7 @@ async fn padded_subscribes_keep_only_their_room_names_alive() {
         workers: 1,
         max_message_size: 64 * 1024,
         max_rooms_per_connection: ROOMS + 1,
-        ..common::config()
+        ..config()
     });
     let mut ws = RawWs::connect(broker.addr, "").await;
     // One subscribe first, so the tables the later ones fill already exist.

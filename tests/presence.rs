@@ -9,10 +9,10 @@ use std::time::Duration;
 use common::broker::{config, Broker};
 use common::peer::{room, Peer};
 use common::ws::{offer, RawWs};
+use roomcast::config::RoomRules;
 use roomcast::protocol::{
     ClientInfo, ClientOp, Codec, ErrorCode, Outcome, PresenceChange, PresenceCounts, ServerEvent,
 };
-use roomcast::rules::RoomRules;
 use roomcast::Config;
 
 /// `chat.*` rooms track presence and offer join and leave events; `ticks.*`

@@ -16,8 +16,8 @@ use common::process::run_with_deadline;
 use common::ws::{bearer, handshake, http_request, offer, RawWs};
 use jsonwebtoken::Algorithm;
 use roomcast::config::List;
+use roomcast::config::RoomRules;
 use roomcast::protocol::{ClientOp, Codec, ErrorCode, Outcome, ServerEvent};
-use roomcast::rules::RoomRules;
 use roomcast::Config;
 use serde_json::{json, Value};
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::broker::{config, next, Broker};
 use common::ws::RawWs;
 use roomcast::client::{Client, ClientOptions};
-use roomcast::limits::SlowConsumerPolicy;
+use roomcast::config::SlowConsumerPolicy;
 use roomcast::protocol::{
     ClientOp, ClientRequest, Codec, Offset, RequestId, RoomName, ServerEvent,
 };

@@ -443,13 +443,13 @@ fn the_protocol_document_lists_every_error_code_and_no_other() {
     let known: Vec<u32> = (0..=u32::from(u16::MAX))
         .filter(|&n| ErrorCode::from_code(n).is_some())
         .collect();
-    assert_eq!(known, (100..=109).collect::<Vec<_>>());
+    assert_eq!(known, (100..=110).collect::<Vec<_>>());
     assert_eq!(documented_codes("\n## Error codes\n"), known);
 }
 
 #[test]
 fn the_protocol_document_lists_every_close_code_the_server_sends() {
-    use roomcast::limits::close_code as c;
+    use roomcast::protocol::close_code as c;
     let mut sent = vec![
         c::NORMAL,
         c::PROTOCOL_ERROR,

@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use fastwebsockets::{Frame, Payload};
 use tokio::sync::mpsc;
 use tokio::time::Sleep;

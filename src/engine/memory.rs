@@ -217,7 +217,12 @@ impl MemoryEngine {
         self.room(room, now).position()
     }
 
-    pub(crate) fn recover(&mut self, name: &RoomName, from: &StreamPosition, now: Instant) -> Recovery {
+    pub(crate) fn recover(
+        &mut self,
+        name: &RoomName,
+        from: &StreamPosition,
+        now: Instant,
+    ) -> Recovery {
         let room = self.room(name, now);
         let position = room.position();
         if from.epoch != room.epoch || from.offset > room.offset {
@@ -310,7 +315,11 @@ impl MemoryEngine {
         self.rooms.get_mut(name)?.presence.remove(client)
     }
 
-    pub(crate) fn presence(&mut self, name: &RoomName, now: Instant) -> Result<Vec<ClientInfo>, EngineError> {
+    pub(crate) fn presence(
+        &mut self,
+        name: &RoomName,
+        now: Instant,
+    ) -> Result<Vec<ClientInfo>, EngineError> {
         let room = self.room(name, now);
         if !room.options.presence {
             return Err(Self::not_enabled(name, "presence"));

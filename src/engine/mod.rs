@@ -29,8 +29,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::protocol::{
-    ClientInfo, ErrorCode, HistoryPage, HistoryQuery, IdempotencyKey, PresenceCounts, Publication, RoomName,
-    StreamPosition,
+    ClientInfo, ErrorCode, HistoryPage, HistoryQuery, IdempotencyKey, PresenceCounts, Publication,
+    RoomName, StreamPosition,
 };
 use crate::rules::RoomPolicy;
 
@@ -159,8 +159,7 @@ pub(crate) trait Engine {
 
     /// Moves the outcomes that arrived since the last call into `out`, in
     /// any order. Pending (and remembers the waker) when there are none.
-    fn poll_answers(&mut self, cx: &mut Context<'_>, out: &mut Vec<(Ticket, Outcome)>)
-        -> Poll<()>;
+    fn poll_answers(&mut self, cx: &mut Context<'_>, out: &mut Vec<(Ticket, Outcome)>) -> Poll<()>;
 
     /// Drops what has expired (history, idempotency keys) and forgets rooms
     /// that keep nothing and that `in_use` says nobody subscribes to; such a

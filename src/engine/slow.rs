@@ -86,11 +86,7 @@ impl Engine for SlowEngine {
         None
     }
 
-    fn poll_answers(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut Vec<(Ticket, Outcome)>,
-    ) -> Poll<()> {
+    fn poll_answers(&mut self, cx: &mut Context<'_>, out: &mut Vec<(Ticket, Outcome)>) -> Poll<()> {
         loop {
             let now = Instant::now();
             let before = out.len();

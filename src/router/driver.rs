@@ -171,7 +171,11 @@ impl Core {
     }
 
     /// The position a new subscriber of an active room here is told.
-    pub(crate) fn current_position(&self, room: &RoomName, format: Format) -> Option<StreamPosition> {
+    pub(crate) fn current_position(
+        &self,
+        room: &RoomName,
+        format: Format,
+    ) -> Option<StreamPosition> {
         self.shard.borrow().current(room, format)
     }
 
@@ -182,7 +186,7 @@ impl Core {
     /// message this core sends to one destination.
     pub(crate) fn tell_home(&self, home: CoreId, msg: ToHome) {
         if home == self.id {
-            self.to_home(msg);
+            self.on_to_home(msg);
         } else {
             self.postbox.post(home, Event::ToHome(msg));
         }
@@ -219,7 +223,7 @@ impl Core {
 
     fn send_from_home(&self, dest: CoreId, msg: FromHome) {
         if dest == self.id {
-            self.from_home(msg);
+            self.on_from_home(msg);
         } else {
             self.postbox.post(dest, Event::FromHome(msg));
         }
@@ -237,7 +241,7 @@ impl Core {
         self.run_step(&msg.room, step);
     }
 
-    fn to_home(&self, msg: ToHome) {
+    fn on_to_home(&self, msg: ToHome) {
         let (room, step) = match msg {
             ToHome::Interest { room, format, core } => (room, Step::Interest { format, core }),
             ToHome::Disinterest { room, format, core } => {
@@ -322,7 +326,7 @@ impl Core {
 
     // The subscriber side.
 
-    fn from_home(&self, msg: FromHome) {
+    fn on_from_home(&self, msg: FromHome) {
         let now = Instant::now().into_std();
         match msg {
             FromHome::Interested {
@@ -330,7 +334,10 @@ impl Core {
                 format,
                 position,
             } => {
-                let interest = self.shard.borrow_mut().activate(&room, format, position, now);
+                let interest = self
+                    .shard
+                    .borrow_mut()
+                    .activate(&room, format, position, now);
                 self.on_local_interest(room, format, interest);
             }
             FromHome::Deliver {
@@ -352,10 +359,10 @@ impl Core {
                     Ok(Recovery::Refused { .. }) | Err(_) => &self.counters().recoveries_refused,
                 };
                 metrics::add(counter, 1);
-                let (fanout, interest) =
-                    self.shard
-                        .borrow_mut()
-                        .finish_recovery(&room, format, token, recovery, now);
+                let (fanout, interest) = self
+                    .shard
+                    .borrow_mut()
+                    .finish_recovery(&room, format, token, recovery, now);
                 metrics::add(&self.counters().recovered_deliveries, fanout.delivered);
                 self.on_local_interest(room, format, interest);
             }
@@ -377,13 +384,15 @@ impl Core {
         }
     }
 
-    /// Hands a reply to the connection or waiter on this core it is for.
+    /// Hands a reply to the connection or waiter on this core it is for. An
+    /// error sent to a connection is counted here; a waiter's, by whoever
+    /// sends it on (a member counts its replies).
     fn deliver_reply(&self, to: ReplyTo, outcome: Outcome) {
-        if let Outcome::Error { .. } = outcome {
-            metrics::add(&self.counters().error_replies, 1);
-        }
         match to {
             ReplyTo::Connection { conn, request, .. } => {
+                if let Outcome::Error { .. } = outcome {
+                    metrics::add(&self.counters().error_replies, 1);
+                }
                 let members = self.members.borrow();
                 if let Some(member) = members.get(&conn) {
                     let reply = Reply {
@@ -437,8 +446,8 @@ impl Core {
                     break;
                 };
                 match event {
-                    Event::ToHome(msg) => self.to_home(msg),
-                    Event::FromHome(msg) => self.from_home(msg),
+                    Event::ToHome(msg) => self.on_to_home(msg),
+                    Event::FromHome(msg) => self.on_from_home(msg),
                 }
                 handled += 1;
             }

@@ -67,16 +67,29 @@ pub(crate) enum Step {
 /// What is left to do once a step's answer is in.
 #[derive(Debug)]
 pub(crate) enum Then {
-    Publish { data: Bytes, reply_to: ReplyTo },
-    Interest { format: Format, core: CoreId },
-    Disinterest { format: Format, core: CoreId },
+    Publish {
+        data: Bytes,
+        reply_to: ReplyTo,
+    },
+    Interest {
+        format: Format,
+        core: CoreId,
+    },
+    Disinterest {
+        format: Format,
+        core: CoreId,
+    },
     Recover {
         format: Format,
         core: CoreId,
         token: RecoveryToken,
     },
-    Query { reply_to: ReplyTo },
-    Join { info: ClientInfo },
+    Query {
+        reply_to: ReplyTo,
+    },
+    Join {
+        info: ClientInfo,
+    },
     Leave,
 }
 
@@ -179,7 +192,12 @@ impl Home {
             Step::Presence {
                 change: PresenceChange::Leave,
                 info,
-            } => (Some(Op::Leave { client: info.client }), Then::Leave),
+            } => (
+                Some(Op::Leave {
+                    client: info.client,
+                }),
+                Then::Leave,
+            ),
         };
         // The common case, an idle room, costs no allocation.
         if self.outstanding.is_empty() || !self.outstanding.contains_key(room) {
@@ -224,7 +242,7 @@ impl Home {
             let Some(queue) = self.outstanding.get_mut(&room) else {
                 return;
             };
-            if !queue.front().is_some_and(|s| s.outcome.is_some()) {
+            if queue.front().is_none_or(|s| s.outcome.is_none()) {
                 return;
             }
             let Some(Outstanding {
@@ -307,7 +325,13 @@ impl Home {
                     Ok(_) => mismatched().outcome(),
                     Err(error) => error.outcome(),
                 };
-                out.push((reply_to.core(), FromHome::Reply { to: reply_to, outcome }));
+                out.push((
+                    reply_to.core(),
+                    FromHome::Reply {
+                        to: reply_to,
+                        outcome,
+                    },
+                ));
             }
             Then::Join { info } => {
                 if let Ok(Answer::Joined(true)) = outcome {
@@ -343,7 +367,13 @@ impl Home {
             Ok(published) => published,
             Err(error) => {
                 let outcome = error.outcome();
-                out.push((reply_to.core(), FromHome::Reply { to: reply_to, outcome }));
+                out.push((
+                    reply_to.core(),
+                    FromHome::Reply {
+                        to: reply_to,
+                        outcome,
+                    },
+                ));
                 return;
             }
         };
@@ -354,7 +384,8 @@ impl Home {
         } else {
             metrics::add(&counters.publishes, 1);
             if let Some(interest) = self.interest.get(room) {
-                let frames = frames_for(interest, |codec| frame::message(codec, room, offset, data));
+                let frames =
+                    frames_for(interest, |codec| frame::message(codec, room, offset, data));
                 for core in cores_of(interest).iter() {
                     let deliver = FromHome::Deliver {
                         room: room.clone(),
@@ -372,7 +403,13 @@ impl Home {
                 ..Ack::default()
             };
             let outcome = protocol::Outcome::Ack(ack);
-            out.push((reply_to.core(), FromHome::Reply { to: reply_to, outcome }));
+            out.push((
+                reply_to.core(),
+                FromHome::Reply {
+                    to: reply_to,
+                    outcome,
+                },
+            ));
         }
     }
 
@@ -416,10 +453,7 @@ fn cores_of(interest: &PerFormat<CoreSet>) -> CoreSet {
 }
 
 /// One frame per format somebody subscribes with.
-fn frames_for(
-    interest: &PerFormat<CoreSet>,
-    build: impl Fn(protocol::Codec) -> Bytes,
-) -> Frames {
+fn frames_for(interest: &PerFormat<CoreSet>, build: impl Fn(protocol::Codec) -> Bytes) -> Frames {
     let mut frames = Frames::default();
     for (format, cores) in interest.iter() {
         if !cores.is_empty() {
@@ -443,85 +477,275 @@ fn mismatched() -> EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{EngineConfig, MemoryEngine};
+    use crate::engine::{Engine, EngineConfig, MemoryEngine};
+    use crate::protocol::{Offset, RequestId};
+    use crate::router::{ConnId, WaiterId};
     use crate::rules::{RoomOptions, RoomRules};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     fn room(name: &str) -> RoomName {
         RoomName::new(name).unwrap()
     }
 
-    fn home() -> Home<MemoryEngine> {
-        Home::new(
-            MemoryEngine::new(EngineConfig {
-                rules: RoomRules::default(),
-                defaults: RoomOptions {
-                    history_size: 0,
-                    history_ttl: Duration::from_secs(1),
-                    presence: true,
-                    join_leave: true,
-                },
-                idempotency_window: Duration::from_secs(1),
-                idempotency_max_keys: 10,
-            }),
-            100,
+    fn policy() -> RoomPolicy {
+        RoomPolicy::new(
+            RoomRules::default(),
+            RoomOptions {
+                history_size: 0,
+                history_ttl: Duration::from_secs(1),
+                presence: true,
+                join_leave: true,
+            },
         )
     }
 
+    fn home() -> (Home, MemoryEngine) {
+        let engine = MemoryEngine::new(EngineConfig {
+            rooms: policy(),
+            idempotency_window: Duration::from_secs(1),
+            idempotency_max_keys: 10,
+        });
+        (Home::new(policy(), 100, CoreStats::detached()), engine)
+    }
+
+    /// Runs one step the way the driver does, with an engine that answers
+    /// at once; returns what the home sends.
+    fn run(home: &mut Home, engine: &mut MemoryEngine, room: &RoomName, step: Step) -> Outbox {
+        let mut out = Outbox::new();
+        let now = Instant::now();
+        let Begun::Idle { ticket, op, then } = home.begin(room, step) else {
+            panic!("nothing is outstanding with an engine that answers at once")
+        };
+        let outcome = match op {
+            Some(op) => engine
+                .start(ticket, room, op, now)
+                .expect("answered at once"),
+            None => Ok(Answer::Nothing),
+        };
+        home.finish(room, then, outcome, &mut out);
+        out
+    }
+
+    fn publish(key: Option<&str>) -> Step {
+        Step::Publish {
+            data: Bytes::from_static(b"x"),
+            key: key.map(IdempotencyKey::new),
+            reply_to: ReplyTo::Connection {
+                core: CoreId(0),
+                conn: ConnId(1),
+                request: RequestId(5),
+            },
+        }
+    }
+
+    fn deliveries(out: &Outbox) -> Vec<(CoreId, Offset, Frames)> {
+        out.iter()
+            .filter_map(|(core, msg)| match msg {
+                FromHome::Deliver { offset, frames, .. } => Some((*core, *offset, frames.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn acked_offset(out: &Outbox) -> Option<(Offset, bool)> {
+        out.iter().find_map(|(_, msg)| match msg {
+            FromHome::Reply {
+                outcome: protocol::Outcome::Ack(ack),
+                ..
+            } => Some((ack.offset, ack.duplicate)),
+            _ => None,
+        })
+    }
+
     #[test]
-    fn encodes_only_for_codecs_with_subscribers_and_targets_their_cores() {
-        let mut home = home();
-        let (r, now) = (room("ticks.btc"), Instant::now());
-        assert!(home.publish(&r, b"x", None, now).targets.is_empty());
-        let at = home.interest(&r, Codec::Proto, CoreId(3), true, now);
+    fn encodes_only_for_formats_with_subscribers_and_targets_their_cores() {
+        let (mut home, mut engine) = home();
+        let r = room("ticks.btc");
+        let out = run(&mut home, &mut engine, &r, publish(None));
+        assert!(deliveries(&out).is_empty());
+        let interest = Step::Interest {
+            format: Format::Proto,
+            core: CoreId(3),
+        };
+        let out = run(&mut home, &mut engine, &r, interest);
+        let [(
+            CoreId(3),
+            FromHome::Interested {
+                position: Ok(at), ..
+            },
+        )] = &out[..]
+        else {
+            panic!("{out:?}")
+        };
         assert_eq!(at.offset, Offset(1));
-        let seq = home.publish(&r, b"y", None, now);
-        assert_eq!(seq.offset, Offset(2));
-        assert!(seq.frames[Codec::MsgPack.index()].is_none());
-        assert!(seq.frames[Codec::Proto.index()].is_some());
-        assert_eq!(seq.targets.iter().collect::<Vec<_>>(), vec![CoreId(3)]);
-        home.interest(&r, Codec::Proto, CoreId(3), false, now);
-        assert!(home.publish(&r, b"z", None, now).targets.is_empty());
+        let out = run(&mut home, &mut engine, &r, publish(None));
+        let sent = deliveries(&out);
+        assert_eq!(sent.len(), 1);
+        let (core, offset, frames) = &sent[0];
+        assert_eq!((*core, *offset), (CoreId(3), Offset(2)));
+        assert!(frames[Format::MsgPack].is_none());
+        assert!(frames[Format::Proto].is_some());
+        let disinterest = Step::Disinterest {
+            format: Format::Proto,
+            core: CoreId(3),
+        };
+        run(&mut home, &mut engine, &r, disinterest);
+        assert!(deliveries(&run(&mut home, &mut engine, &r, publish(None))).is_empty());
     }
 
     #[test]
     fn a_duplicate_publish_goes_to_no_one() {
-        let mut home = home();
-        let (r, now) = (room("orders"), Instant::now());
-        home.interest(&r, Codec::MsgPack, CoreId(0), true, now);
-        let key = IdempotencyKey::new("k");
-        assert!(!home.publish(&r, b"x", Some(&key), now).targets.is_empty());
-        let again = home.publish(&r, b"x", Some(&key), now);
-        assert!(again.duplicate && again.targets.is_empty());
-        assert_eq!(again.offset, Offset(1));
+        let (mut home, mut engine) = home();
+        let r = room("orders");
+        let interest = Step::Interest {
+            format: Format::MsgPack,
+            core: CoreId(0),
+        };
+        run(&mut home, &mut engine, &r, interest);
+        let first = run(&mut home, &mut engine, &r, publish(Some("k")));
+        assert!(!deliveries(&first).is_empty());
+        let again = run(&mut home, &mut engine, &r, publish(Some("k")));
+        assert!(deliveries(&again).is_empty());
+        assert_eq!(acked_offset(&again), Some((Offset(1), true)));
     }
 
     #[test]
     fn joins_and_leaves_become_events_for_the_cores_with_subscribers() {
-        let mut home = home();
-        let (r, now) = (room("lobby"), Instant::now());
+        let (mut home, mut engine) = home();
+        let r = room("lobby");
         let info = ClientInfo {
             client: "n-0-1".into(),
             ..ClientInfo::default()
         };
-        home.interest(&r, Codec::MsgPack, CoreId(1), true, now);
-        let join = home.presence(&r, PresenceChange::Join, info.clone(), now);
-        assert_eq!(
-            join.map(|b| b.targets),
-            Some(CoreSet::from_iter([CoreId(1)]))
+        let presence = |change| Step::Presence {
+            change,
+            info: info.clone(),
+        };
+        let events = |out: &Outbox| -> Vec<CoreId> {
+            out.iter()
+                .filter(|(_, m)| matches!(m, FromHome::PresenceEvent { .. }))
+                .map(|(core, _)| *core)
+                .collect()
+        };
+        let interest = Step::Interest {
+            format: Format::MsgPack,
+            core: CoreId(1),
+        };
+        run(&mut home, &mut engine, &r, interest);
+        let join = run(&mut home, &mut engine, &r, presence(PresenceChange::Join));
+        assert_eq!(events(&join), vec![CoreId(1)]);
+        let again = run(&mut home, &mut engine, &r, presence(PresenceChange::Join));
+        assert!(events(&again).is_empty(), "no second join");
+        let leave = run(&mut home, &mut engine, &r, presence(PresenceChange::Leave));
+        assert_eq!(events(&leave), vec![CoreId(1)]);
+        let again = run(&mut home, &mut engine, &r, presence(PresenceChange::Leave));
+        assert!(events(&again).is_empty(), "no second leave");
+    }
+
+    /// An engine that answers late and out of order: the home must still
+    /// act on each room's answers in the order the steps were begun. Here
+    /// a core's interest is answered after the next publication's answer:
+    /// the core must hear `Interested` first, then the delivery.
+    #[test]
+    fn answers_that_overtake_earlier_ones_wait_for_them() {
+        let (mut home, mut engine) = home();
+        let (r, other) = (room("ticks"), room("other"));
+        let now = Instant::now();
+        let mut started = Vec::new();
+        let mut begin = |home: &mut Home, room: &RoomName, step| match home.begin(room, step) {
+            Begun::Idle { ticket, op, then } => {
+                home.wait(room, ticket, then);
+                let outcome = engine.start(ticket, room, op.expect("an engine step"), now);
+                started.push((ticket, outcome.expect("memory answers")));
+            }
+            Begun::Queued { ticket, op } => {
+                let outcome = engine.start(ticket, room, op.expect("an engine step"), now);
+                started.push((ticket, outcome.expect("memory answers")));
+            }
+        };
+        let interest = Step::Interest {
+            format: Format::MsgPack,
+            core: CoreId(2),
+        };
+        begin(&mut home, &r, interest);
+        begin(&mut home, &r, publish(None));
+        let query = Step::Query {
+            query: Query::Presence,
+            reply_to: ReplyTo::Waiter {
+                core: CoreId(0),
+                waiter: WaiterId(9),
+            },
+        };
+        begin(&mut home, &other, query);
+        let mut answers = started.into_iter();
+        let (interest, publication, query) = (
+            answers.next().unwrap(),
+            answers.next().unwrap(),
+            answers.next().unwrap(),
         );
-        assert!(
-            home.presence(&r, PresenceChange::Join, info.clone(), now)
-                .is_none(),
-            "no second join"
-        );
-        assert!(home
-            .presence(&r, PresenceChange::Leave, info.clone(), now)
-            .is_some());
-        assert!(
-            home.presence(&r, PresenceChange::Leave, info, now)
-                .is_none(),
-            "no second leave"
-        );
+        // Answers arrive backwards: the other room's first, then the
+        // publication, then the interest.
+        let mut out = Outbox::new();
+        home.answer(query.0, query.1, &mut out);
+        assert_eq!(out.len(), 1, "another room's answer is not held back");
+        out.clear();
+        home.answer(publication.0, publication.1, &mut out);
+        assert!(out.is_empty(), "held until the interest's answer is in");
+        home.answer(interest.0, interest.1, &mut out);
+        let order: Vec<&str> = out
+            .iter()
+            .map(|(_, msg)| match msg {
+                FromHome::Interested { .. } => "interested",
+                FromHome::Deliver { .. } => "deliver",
+                FromHome::Reply { .. } => "ack",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(order, vec!["interested", "deliver", "ack"]);
+        let Some((
+            _,
+            FromHome::Interested {
+                position: Ok(at), ..
+            },
+        )) = out.first()
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(at.offset, Offset(0), "the position before the publication");
+        assert!(!home.in_use(&other) && home.in_use(&r));
+    }
+
+    #[test]
+    fn a_publication_the_engine_could_not_store_is_refused_never_acked_or_sent() {
+        let (mut home, _) = home();
+        let r = room("ticks");
+        let mut out = Outbox::new();
+        let interest = Step::Interest {
+            format: Format::MsgPack,
+            core: CoreId(1),
+        };
+        let Begun::Idle { then, .. } = home.begin(&r, interest) else {
+            panic!()
+        };
+        let position = StreamPosition::default();
+        home.finish(&r, then, Ok(Answer::Position(position)), &mut out);
+        out.clear();
+        let Begun::Idle { then, .. } = home.begin(&r, publish(None)) else {
+            panic!()
+        };
+        let down = EngineError::Unavailable("down".into());
+        home.finish(&r, then, Err(down), &mut out);
+        assert!(deliveries(&out).is_empty());
+        assert!(acked_offset(&out).is_none());
+        assert!(matches!(
+            &out[..],
+            [(
+                CoreId(0),
+                FromHome::Reply {
+                    outcome: protocol::Outcome::Error { code: 110, .. },
+                    ..
+                }
+            )]
+        ));
     }
 }

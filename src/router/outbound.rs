@@ -218,12 +218,6 @@ impl Outbound {
         self.state.borrow().frames.len()
     }
 
-    #[cfg(test)]
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Bytes queued or in the writer's hands.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
@@ -258,7 +252,12 @@ impl Outbound {
     /// Moves control frames and then data frames into `batch`, up to
     /// `max_frames` frames or about `max_bytes` bytes (at least one frame).
     /// Returns the data bytes taken, to hand back to [`Outbound::written`].
-    pub(crate) fn take(&self, batch: &mut Vec<LocalFrame>, max_frames: usize, max_bytes: usize) -> usize {
+    pub(crate) fn take(
+        &self,
+        batch: &mut Vec<LocalFrame>,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> usize {
         let mut state = self.state.borrow_mut();
         batch.extend(state.pongs.drain(..));
         if let Some(ping) = state.ping.take() {

@@ -142,7 +142,13 @@ impl<T: Keyed> Roster<T> {
 
 /// Queues the subscribe acknowledgement ahead of any delivery, so a client
 /// always learns its starting position before the first message after it.
-fn acknowledge(subscriber: &Subscriber, format: Format, request: RequestId, ack: Ack, now: Instant) {
+fn acknowledge(
+    subscriber: &Subscriber,
+    format: Format,
+    request: RequestId,
+    ack: Ack,
+    now: Instant,
+) {
     if request.wants_reply() {
         let ack = frame::reply(format.codec(), &Reply::with(request, ack));
         subscriber.outbound.reply(ack, now);
@@ -409,12 +415,7 @@ impl Shard {
         };
         acknowledge(&done.subscriber, format, done.request, ack, now);
         for publication in &missed {
-            let frame = frame::message(
-                format.codec(),
-                room,
-                publication.offset,
-                &publication.data,
-            );
+            let frame = frame::message(format.codec(), room, publication.offset, &publication.data);
             match done.subscriber.outbound.push(frame, now) {
                 Pushed::Queued | Pushed::DroppedOldest(_) => fanout.delivered += 1,
                 // Closed as a slow consumer: it stays listed until its
@@ -487,7 +488,11 @@ impl Shard {
     /// Local subscribers of `room` in `format` (active ones).
     #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn subscriber_count(&self, room: &RoomName, format: Format) -> usize {
-        match self.rooms.get(room).and_then(|r| r.by_format[format].as_ref()) {
+        match self
+            .rooms
+            .get(room)
+            .and_then(|r| r.by_format[format].as_ref())
+        {
             Some(Slot::Active { subscribers, .. }) => subscribers.len(),
             _ => 0,
         }
@@ -581,7 +586,9 @@ mod tests {
     }
 
     fn frames(msgpack: &'static [u8]) -> Frames {
-        [Some(Bytes::from_static(msgpack)), None]
+        let mut frames = Frames::default();
+        frames[Format::MsgPack] = Some(Bytes::from_static(msgpack));
+        frames
     }
 
     #[test]
@@ -589,24 +596,32 @@ mod tests {
         let mut shard = Shard::default();
         let room = RoomName::new("chat").unwrap();
         let (a, b) = (subscriber(1), subscriber(2));
-        let SubscribeStep::AskHome(mut rx_a) = shard.subscribe(
+        let SubscribeStep::Wait {
+            ask_home: true,
+            settled: mut rx_a,
+        } = shard.subscribe(
             &room,
-            Codec::MsgPack,
+            Format::MsgPack,
             a.clone(),
             RequestId(1),
             None,
             Instant::now(),
-        ) else {
+        )
+        else {
             panic!("first subscriber must ask the home")
         };
-        let SubscribeStep::Wait(mut rx_b) = shard.subscribe(
+        let SubscribeStep::Wait {
+            ask_home: false,
+            settled: mut rx_b,
+        } = shard.subscribe(
             &room,
-            Codec::MsgPack,
+            Format::MsgPack,
             b.clone(),
             RequestId(0),
             None,
             Instant::now(),
-        ) else {
+        )
+        else {
             panic!("second subscriber must wait")
         };
         // A delivery that predates the acknowledgement is ignored.
@@ -617,9 +632,12 @@ mod tests {
                 .delivered,
             0
         );
-        assert!(!shard.activate(&room, Codec::MsgPack, at(7), now));
-        assert_eq!(rx_a.try_recv(), Ok(Offset(7)));
-        assert_eq!(rx_b.try_recv(), Ok(Offset(7)));
+        assert_eq!(
+            shard.activate(&room, Format::MsgPack, Ok(at(7)), now),
+            LocalInterest::Kept
+        );
+        assert_eq!(rx_a.try_recv(), Ok(Ok(Offset(7))));
+        assert_eq!(rx_b.try_recv(), Ok(Ok(Offset(7))));
         assert_eq!(
             shard
                 .deliver(&room, Offset(8), &frames(b"new"), now)
@@ -634,13 +652,14 @@ mod tests {
         assert_eq!(b.outbound.len(), 1, "b asked with id 0: no acknowledgement");
         let late = shard.subscribe(
             &room,
-            Codec::MsgPack,
+            Format::MsgPack,
             subscriber(3),
             RequestId(2),
             None,
             now,
         );
-        assert!(matches!(late, SubscribeStep::Ready(p) if p == at(8)));
+        assert!(matches!(late, SubscribeStep::Live));
+        assert_eq!(shard.current(&room, Format::MsgPack), Some(at(8)));
     }
 
     #[test]
@@ -649,13 +668,24 @@ mod tests {
         let room = RoomName::new("chat").unwrap();
         let now = Instant::now();
         let gone = subscriber(1);
-        let _ = shard.subscribe(&room, Codec::MsgPack, gone.clone(), RequestId(1), None, now);
-        assert!(!shard.unsubscribe(&room, Codec::MsgPack, ConnId(1)));
-        assert!(
-            shard.activate(&room, Codec::MsgPack, at(3), now),
+        let _ = shard.subscribe(
+            &room,
+            Format::MsgPack,
+            gone.clone(),
+            RequestId(1),
+            None,
+            now,
+        );
+        assert_eq!(
+            shard.unsubscribe(&room, Format::MsgPack, ConnId(1)),
+            LocalInterest::Kept
+        );
+        assert_eq!(
+            shard.activate(&room, Format::MsgPack, Ok(at(3)), now),
+            LocalInterest::Lost,
             "nobody left: tell the home"
         );
-        assert_eq!(shard.subscriber_count(&room, Codec::MsgPack), 0);
+        assert_eq!(shard.subscriber_count(&room, Format::MsgPack), 0);
         assert_eq!(
             gone.outbound.len(),
             0,
@@ -669,16 +699,27 @@ mod tests {
         let room = RoomName::new("chat").unwrap();
         let a = subscriber(1);
         let now = Instant::now();
-        let _ = shard.subscribe(&room, Codec::Proto, a.clone(), RequestId(0), None, now);
-        assert!(!shard.activate(&room, Codec::Proto, at(0), now));
-        let _ = shard.subscribe(&room, Codec::Proto, subscriber(2), RequestId(0), None, now);
-        assert!(!shard.unsubscribe(&room, Codec::Proto, ConnId(1)));
-        assert!(shard.unsubscribe(&room, Codec::Proto, ConnId(2)));
-        assert!(!shard.unsubscribe(&room, Codec::Proto, ConnId(2)));
-        let both = [
-            Some(Bytes::from_static(b"m")),
-            Some(Bytes::from_static(b"p")),
-        ];
+        let _ = shard.subscribe(&room, Format::Proto, a.clone(), RequestId(0), None, now);
+        assert_eq!(
+            shard.activate(&room, Format::Proto, Ok(at(0)), now),
+            LocalInterest::Kept
+        );
+        let _ = shard.subscribe(&room, Format::Proto, subscriber(2), RequestId(0), None, now);
+        assert_eq!(
+            shard.unsubscribe(&room, Format::Proto, ConnId(1)),
+            LocalInterest::Kept
+        );
+        assert_eq!(
+            shard.unsubscribe(&room, Format::Proto, ConnId(2)),
+            LocalInterest::Lost
+        );
+        assert_eq!(
+            shard.unsubscribe(&room, Format::Proto, ConnId(2)),
+            LocalInterest::Kept
+        );
+        let mut both = Frames::default();
+        both[Format::MsgPack] = Some(Bytes::from_static(b"m"));
+        both[Format::Proto] = Some(Bytes::from_static(b"p"));
         assert_eq!(
             shard.deliver(&room, Offset(1), &both, Instant::now()),
             Fanout::default()
@@ -692,18 +733,34 @@ mod tests {
         let room = RoomName::new("ticks").unwrap();
         let now = Instant::now();
         let (live, resumed) = (subscriber(1), subscriber(2));
-        let _ = shard.subscribe(&room, Codec::MsgPack, live.clone(), RequestId(0), None, now);
-        assert!(!shard.activate(&room, Codec::MsgPack, at(5), now));
+        let _ = shard.subscribe(
+            &room,
+            Format::MsgPack,
+            live.clone(),
+            RequestId(0),
+            None,
+            now,
+        );
+        assert_eq!(
+            shard.activate(&room, Format::MsgPack, Ok(at(5)), now),
+            LocalInterest::Kept
+        );
         let token = RecoveryToken(9);
         let step = shard.subscribe(
             &room,
-            Codec::MsgPack,
+            Format::MsgPack,
             resumed.clone(),
             RequestId(4),
             Some(token),
             now,
         );
-        assert!(matches!(step, SubscribeStep::Ready(_)));
+        assert!(matches!(
+            step,
+            SubscribeStep::Wait {
+                ask_home: false,
+                ..
+            }
+        ));
         // Offset 6 is published before the home answers: the recovering
         // subscriber does not get it live; the answer carries it.
         assert_eq!(
@@ -722,15 +779,15 @@ mod tests {
             missed: missed.to_vec(),
         };
         // An answer for another recovery of the same connection is ignored.
-        let stale = shard.finish_recovery(
+        let (stale, _) = shard.finish_recovery(
             &room,
-            Codec::MsgPack,
+            Format::MsgPack,
             RecoveryToken(8),
-            recovery.clone(),
+            Ok(recovery.clone()),
             now,
         );
         assert_eq!(stale.delivered, 0);
-        let replayed = shard.finish_recovery(&room, Codec::MsgPack, token, recovery, now);
+        let (replayed, _) = shard.finish_recovery(&room, Format::MsgPack, token, Ok(recovery), now);
         assert_eq!(replayed.delivered, 3);
         assert_eq!(
             shard
@@ -743,7 +800,7 @@ mod tests {
         let events: Vec<_> = queued[..4]
             .iter()
             .map(|f| {
-                Codec::MsgPack
+                crate::protocol::Codec::MsgPack
                     .decode_server(&Bytes::copy_from_slice(&f[2..]))
                     .unwrap()
             })
@@ -775,21 +832,25 @@ mod tests {
         let now = Instant::now();
         let _ = shard.subscribe(
             &room,
-            Codec::Proto,
+            Format::Proto,
             subscriber(1),
             RequestId(1),
             Some(RecoveryToken(1)),
             now,
         );
-        assert!(!shard.activate(&room, Codec::Proto, at(0), now));
-        assert!(
-            shard.unsubscribe(&room, Codec::Proto, ConnId(1)),
+        assert_eq!(
+            shard.activate(&room, Format::Proto, Ok(at(0)), now),
+            LocalInterest::Kept
+        );
+        assert_eq!(
+            shard.unsubscribe(&room, Format::Proto, ConnId(1)),
+            LocalInterest::Lost,
             "nobody left: tell the home"
         );
         let recovery = Recovery::Refused { position: at(0) };
         assert_eq!(
-            shard.finish_recovery(&room, Codec::Proto, RecoveryToken(1), recovery, now),
-            Fanout::default()
+            shard.finish_recovery(&room, Format::Proto, RecoveryToken(1), Ok(recovery), now),
+            (Fanout::default(), LocalInterest::Kept)
         );
     }
 }

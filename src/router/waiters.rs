@@ -63,6 +63,9 @@ mod tests {
         waiters.complete(first, Outcome::error(ErrorCode::Unavailable, "down"));
         waiters.complete(first, ack.clone());
         assert_eq!(second_rx.try_recv(), Ok(ack));
-        assert!(matches!(first_rx.try_recv(), Ok(Outcome::Error { code: 110, .. })));
+        assert!(matches!(
+            first_rx.try_recv(),
+            Ok(Outcome::Error { code: 110, .. })
+        ));
     }
 }

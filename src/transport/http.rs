@@ -255,7 +255,8 @@ async fn refuse_early(mut stream: TcpStream, refusal: Refusal, core: &Core) {
         "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(response.as_bytes())).await;
+    let _ =
+        tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(response.as_bytes())).await;
 }
 
 /// Serves one accepted TCP connection until it upgrades or ends: the

@@ -78,12 +78,10 @@ pub async fn next(client: &mut Client) -> Message {
 
 /// Rooms homed on each of the two test workers (so tests can pick both).
 pub fn rooms_on_both_cores(prefix: &str) -> (String, String) {
-    use roomcast::protocol::RoomName;
-    use roomcast::router::{home_core, CoreId};
     let mut found: [Option<String>; 2] = [None, None];
     for i in 0.. {
         let name = format!("{prefix}{i}");
-        let CoreId(core) = home_core(&RoomName::new(&name).unwrap(), 2);
+        let core = roomcast::hooks::home_core(&name, 2);
         if found[core].is_none() {
             found[core] = Some(name);
         }

@@ -168,7 +168,8 @@ where
     let counters = core.counters();
     metrics::add(&counters.connections_open, 1);
     metrics::add(&counters.connections_accepted, 1);
-    let span = tracing::debug_span!("conn", conn_id = member.conn().0, core = core.id().0, %peer, %codec);
+    let span =
+        tracing::debug_span!("conn", conn_id = member.conn().0, core = core.id().0, %peer, %codec);
     let clocks = Clocks {
         last_seen: Rc::new(Cell::new(Instant::now())),
         expiry: Rc::new(Cell::new(deadline_of(&identity))),
@@ -293,8 +294,7 @@ fn close_frame(payload: &[u8]) -> ReadEnd {
                 return violation(close_code::PROTOCOL_ERROR, "invalid close code").into();
             }
             if std::str::from_utf8(&payload[2..]).is_err() {
-                return violation(close_code::INVALID_PAYLOAD, "close reason is not UTF-8")
-                    .into();
+                return violation(close_code::INVALID_PAYLOAD, "close reason is not UTF-8").into();
             }
             ReadEnd::PeerClosed(code)
         }
@@ -327,14 +327,18 @@ impl Session {
             OpCode::Continuation => DataFrame::Continuation,
             OpCode::Ping => {
                 if frame.payload.len() > 125 {
-                    return Err(violation(close_code::PROTOCOL_ERROR, "control frame too long").into());
+                    return Err(
+                        violation(close_code::PROTOCOL_ERROR, "control frame too long").into(),
+                    );
                 }
                 self.member.outbound().pong(&frame.payload);
                 return Ok(());
             }
             OpCode::Pong => {
                 if frame.payload.len() > 125 {
-                    return Err(violation(close_code::PROTOCOL_ERROR, "control frame too long").into());
+                    return Err(
+                        violation(close_code::PROTOCOL_ERROR, "control frame too long").into(),
+                    );
                 }
                 return Ok(());
             }
@@ -400,16 +404,16 @@ impl Session {
                     self.member.publish(id, room, data, idempotency_key).await;
                 }
             }
-            ClientOp::History { room, query } => {
-                self.query(id, room, Query::History(query)).await
-            }
+            ClientOp::History { room, query } => self.query(id, room, Query::History(query)).await,
             ClientOp::Presence { room } => self.query(id, room, Query::Presence).await,
             ClientOp::PresenceStats { room } => self.query(id, room, Query::PresenceStats).await,
             ClientOp::Refresh { token } => self.refresh(id, &token),
         }
         if self.limiter.strikes >= self.core.node().config.rate_limit_close_after {
             metrics::add(&self.core.counters().rate_limit_closes, 1);
-            return Err(violation(close_code::POLICY_VIOLATION, "publish rate limit exceeded").into());
+            return Err(
+                violation(close_code::POLICY_VIOLATION, "publish rate limit exceeded").into(),
+            );
         }
         Ok(())
     }

@@ -141,11 +141,17 @@ mod tests {
     fn fragments_are_joined_in_order() {
         let mut r = Reassembly::new(100, 4, false);
         assert_eq!(r.frame(DataFrame::Binary, false, bytes(b"ab")), Ok(None));
-        assert_eq!(r.frame(DataFrame::Continuation, false, bytes(b"cd")), Ok(None));
+        assert_eq!(
+            r.frame(DataFrame::Continuation, false, bytes(b"cd")),
+            Ok(None)
+        );
         let message = r.frame(DataFrame::Continuation, true, bytes(b"e")).unwrap();
         assert_eq!(message.map(|m| m.payload), Some(bytes(b"abcde")));
         // And the next message starts afresh.
-        assert!(r.frame(DataFrame::Binary, true, bytes(b"x")).unwrap().is_some());
+        assert!(r
+            .frame(DataFrame::Binary, true, bytes(b"x"))
+            .unwrap()
+            .is_some());
     }
 
     #[test]
@@ -167,7 +173,8 @@ mod tests {
         assert_eq!(big, Err(violation(1009, "message too big")));
         let mut r = Reassembly::new(100, 2, false);
         r.frame(DataFrame::Binary, false, bytes(b"a")).unwrap();
-        r.frame(DataFrame::Continuation, false, bytes(b"b")).unwrap();
+        r.frame(DataFrame::Continuation, false, bytes(b"b"))
+            .unwrap();
         let many = r.frame(DataFrame::Continuation, true, bytes(b"c"));
         assert_eq!(many, Err(violation(1009, "too many fragments")));
     }
@@ -180,7 +187,9 @@ mod tests {
         let mut echo = Reassembly::new(100, 4, true);
         let text = echo.frame(DataFrame::Text, false, bytes(b"h")).unwrap();
         assert!(text.is_none());
-        let whole = echo.frame(DataFrame::Continuation, true, bytes(b"i")).unwrap();
+        let whole = echo
+            .frame(DataFrame::Continuation, true, bytes(b"i"))
+            .unwrap();
         assert_eq!(
             whole,
             Some(Message {
