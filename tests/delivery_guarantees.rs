@@ -79,8 +79,7 @@ impl Rng {
 /// bursts, while a subscriber is cut at random moments and resumes each time
 /// from the last offset it saw. It must end with offsets 1..=total exactly
 /// once, in order, each with its own data.
-async fn resume_under_fire(codec: Codec, name: &str, seed: u64, total: u64) {
-    let broker = Broker::start_with(with_history(10_000, "5m"));
+async fn resume_under_fire(broker: Broker, codec: Codec, name: &str, seed: u64, total: u64) {
     let mut subscriber = Peer::connect(broker.addr, codec).await;
     let start = ack(subscriber.request(subscribe_from(name, None)).await);
     assert_eq!(start.offset, Offset(0));
@@ -166,8 +165,129 @@ async fn a_subscriber_cut_at_random_moments_resumes_with_every_offset_exactly_on
     for codec in Codec::ALL {
         for seed in 1..=8u64 {
             let name = if seed % 2 == 0 { &home_a } else { &home_b };
-            resume_under_fire(codec, name, seed * 7919, 3_000).await;
+            let broker = Broker::start_with(with_history(10_000, "5m"));
+            resume_under_fire(broker, codec, name, seed * 7919, 3_000).await;
         }
+    }
+}
+
+/// The engine that answers late (up to 3 ms) and out of order, within a
+/// room and across rooms: the home must still act on each room's answers in
+/// the order it asked, so "missed, then live" holds exactly as with an
+/// engine that answers at once.
+fn slow_engine(seed: u64) -> roomcast::hooks::SlowEngine {
+    roomcast::hooks::SlowEngine {
+        max_delay: Duration::from_millis(3),
+        seed,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_under_fire_holds_when_the_engine_answers_late_and_out_of_order() {
+    let (home_a, home_b) = rooms_on_both_cores("ticks.slow-");
+    for codec in Codec::ALL {
+        for seed in 1..=4u64 {
+            let name = if seed % 2 == 0 { &home_a } else { &home_b };
+            let broker = Broker::start_slow(with_history(10_000, "5m"), slow_engine(seed));
+            resume_under_fire(broker, codec, name, seed * 7919, 2_000).await;
+        }
+    }
+}
+
+fn error_code(outcome: &Outcome) -> Option<u32> {
+    match outcome {
+        Outcome::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// While the room store cannot be reached, every operation that needs it is
+/// refused with error 110 and takes no effect: a publish is not acked and
+/// not delivered, and takes no offset; a subscribe does not subscribe. Once
+/// the store is back, everything works, and the connections never closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_engine_refuses_with_110_and_nothing_is_half_done() {
+    use std::sync::atomic::Ordering;
+    let slow = slow_engine(5);
+    let unavailable = slow.unavailable.clone();
+    let broker = Broker::start_slow(with_history(100, "5m"), slow);
+    let (home_a, home_b) = rooms_on_both_cores("ticks.down-");
+    for codec in Codec::ALL {
+        for name in [&home_a, &home_b] {
+            let name = &format!("{name}-{codec:?}");
+            let mut subscriber = Peer::connect(broker.addr, codec).await;
+            let mut publisher = Peer::connect(broker.addr, codec).await;
+            ack(subscriber.request(subscribe_from(name, None)).await);
+
+            unavailable.store(true, Ordering::Release);
+            let refused = publisher.request(publish(name, b"lost")).await;
+            assert_eq!(error_code(&refused), Some(110), "{refused:?}");
+            // A room nobody subscribes to yet, so its home must be asked.
+            let fresh = &format!("{name}-fresh");
+            let mut newcomer = Peer::connect(broker.addr, codec).await;
+            let not_subscribed = newcomer.request(subscribe_from(fresh, None)).await;
+            assert_eq!(error_code(&not_subscribed), Some(110), "{not_subscribed:?}");
+            let history = ClientOp::History {
+                room: room(name),
+                query: HistoryQuery::default(),
+            };
+            let no_history = publisher.request(history.clone()).await;
+            assert_eq!(error_code(&no_history), Some(110), "{no_history:?}");
+
+            unavailable.store(false, Ordering::Release);
+            let stored = ack(publisher.request(publish(name, b"kept")).await);
+            assert_eq!(
+                stored.offset,
+                Offset(1),
+                "the refused publish took no offset"
+            );
+            let (offset, data) = message(&mut subscriber).await;
+            assert_eq!((offset, &data[..]), (1, &b"kept"[..]));
+            // The refused subscribe left nothing behind: subscribing again works.
+            ack(newcomer.request(subscribe_from(fresh, None)).await);
+            let Outcome::History(page) = publisher.request(history).await else {
+                panic!("history answers again")
+            };
+            assert_eq!(page.publications.len(), 1);
+        }
+    }
+}
+
+/// A store that goes quiet after doing the work: the publisher hears 110
+/// (not an ack), retries under the same idempotency key, and is told the
+/// publication was stored after all (`duplicate`, the original offset):
+/// it is in history once, and the next publication follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_timed_out_is_safe_to_retry_under_its_key() {
+    use std::sync::atomic::Ordering;
+    let slow = slow_engine(6);
+    let timing_out = slow.timing_out.clone();
+    let broker = Broker::start_slow(with_history(100, "5m"), slow);
+    for codec in Codec::ALL {
+        let name = &format!("ticks.quiet-{codec:?}");
+        let mut publisher = Peer::connect(broker.addr, codec).await;
+        timing_out.store(true, Ordering::Release);
+        let timed_out = publisher
+            .request(publish_keyed(name, b"order", "k-1"))
+            .await;
+        assert_eq!(error_code(&timed_out), Some(110), "{timed_out:?}");
+        timing_out.store(false, Ordering::Release);
+        let retried = ack(publisher
+            .request(publish_keyed(name, b"order", "k-1"))
+            .await);
+        assert_eq!((retried.offset, retried.duplicate), (Offset(1), true));
+        let next = ack(publisher.request(publish(name, b"next")).await);
+        assert_eq!(next.offset, Offset(2));
+        let history = ClientOp::History {
+            room: room(name),
+            query: HistoryQuery::default(),
+        };
+        let Outcome::History(page) = publisher.request(history).await else {
+            panic!("history answers")
+        };
+        let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset.0).collect();
+        assert_eq!(offsets, vec![1, 2]);
     }
 }
 

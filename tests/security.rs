@@ -379,42 +379,11 @@ async fn a_publisher_over_its_rate_gets_errors_then_a_1008_and_others_are_unaffe
     assert_eq!(broker.server().stats().rate_limit_closes, 1);
 }
 
-/// A self-signed certificate for `localhost` and its key, made with openssl.
-fn self_signed(dir: &std::path::Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs (scripts/test.sh installs it)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    (
-        cert.to_string_lossy().into_owned(),
-        key.to_string_lossy().into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_serves_a_real_tls_client_and_plain_clients_get_nowhere() {
     let dir = std::env::temp_dir().join(format!("roomcast-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = self_signed(&dir);
+    let (cert, key) = common::tls::self_signed(&dir);
     let broker = Broker::start_with(Config {
         tls_cert: cert.clone(),
         tls_key: key,

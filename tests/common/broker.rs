@@ -31,7 +31,17 @@ impl Broker {
     }
 
     pub fn start_with(config: Config) -> Broker {
-        let server = Server::start(config).expect("broker starts");
+        Broker::running(Server::start(config).expect("broker starts"))
+    }
+
+    /// A broker whose engine answers late and out of order (and can be made
+    /// unavailable or timing out), through the test hooks.
+    pub fn start_slow(config: Config, slow: roomcast::hooks::SlowEngine) -> Broker {
+        let server = roomcast::hooks::start_with_slow_engine(config, slow);
+        Broker::running(server.expect("broker starts"))
+    }
+
+    fn running(server: Server) -> Broker {
         let addr = server.local_addr();
         Broker {
             server: Some(server),

@@ -13,6 +13,7 @@
 //!   our encoder would never write and for reading the test vectors.
 //! - [`protobuf`]: protobuf varints and fields written by hand.
 //! - [`process`]: running a program with a deadline.
+//! - [`tls`]: a self-signed certificate made with openssl.
 //!
 //! Each test binary uses only some of these.
 #![allow(dead_code, unreachable_pub)]
@@ -23,4 +24,5 @@ pub mod msgpack;
 pub mod peer;
 pub mod process;
 pub mod protobuf;
+pub mod tls;
 pub mod ws;
