@@ -5,8 +5,8 @@
 //! with their defaults; the README repeats both lists.
 //!
 //! Queues and their bounds, end to end:
-//! * a core's three inboxes (`publishes`, and events to and from homes):
-//!   `core_queue_capacity` messages each;
+//! * a core's two inboxes (`publishes`, and `events`, which carries the
+//!   messages both to and from homes): `core_queue_capacity` messages each;
 //! * a core's overflow of events that found an inbox full: at most one
 //!   delivery per destination core per publication, because the core takes
 //!   no new publication while it holds any;
@@ -102,6 +102,13 @@ pub(crate) struct OutboundLimits {
     pub(crate) policy: SlowConsumerPolicy,
 }
 
+/// MessagePack nesting deeper than this is refused as malformed (1007),
+/// before it costs stack; no envelope needs more than 4. (Protobuf has
+/// prost's own recursion limit.) The wire's own bounds, the longest room
+/// name and idempotency key, are part of the protocol: see
+/// `protocol::MAX_ROOM_NAME_BYTES` and `protocol::MAX_IDEMPOTENCY_KEY_BYTES`.
+pub(crate) const MAX_ENVELOPE_DEPTH: usize = 16;
+
 /// Frames handed to one vectored write, at most (below `IOV_MAX`, 1024).
 pub(crate) const WRITE_BATCH_FRAMES: usize = 512;
 
@@ -144,3 +151,20 @@ pub(crate) const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// A core that is still draining this long after `drain_period` plus
 /// `close_timeout` stops anyway.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// The Rust client: commands queued from a `Client` handle to its driver
+/// task. Every one carries its own reply channel, so the bound only limits
+/// concurrent callers.
+pub(crate) const CLIENT_COMMAND_CAPACITY: usize = 1024;
+
+/// The Rust client: frames queued for one connection's writer task.
+pub(crate) const CLIENT_OUTGOING_CAPACITY: usize = 1024;
+
+/// The Rust client: decoded server envelopes queued from one connection's
+/// reader task to the driver; when full, the reader stops reading the
+/// socket (and the server's slow-consumer policy applies to the client).
+pub(crate) const CLIENT_INCOMING_CAPACITY: usize = 256;
+
+/// The Rust client: how long `Client::close` waits for the server's close
+/// frame after sending its own.
+pub(crate) const CLIENT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -87,7 +87,6 @@ mod rooms;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -107,16 +106,11 @@ use crate::protocol::{
 
 // Every queue bound and wait of the client, in one place.
 
-/// Commands queued from the [`Client`] handle to its driver task; every one
-/// carries its own reply channel, so the bound only limits concurrent callers.
-const COMMAND_CAPACITY: usize = 1024;
-/// Frames queued for one connection's writer task.
-const OUTGOING_CAPACITY: usize = 1024;
-/// Decoded server envelopes queued from one connection's reader task to the
-/// driver; when full, the reader stops reading the socket.
-const INCOMING_CAPACITY: usize = 256;
-/// Time to wait for the server's close frame after [`Client::close`] sent ours.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+// The client's queue bounds and waits live with every other bound.
+use crate::limits::{
+    CLIENT_CLOSE_TIMEOUT as CLOSE_TIMEOUT, CLIENT_COMMAND_CAPACITY as COMMAND_CAPACITY,
+    CLIENT_INCOMING_CAPACITY as INCOMING_CAPACITY, CLIENT_OUTGOING_CAPACITY as OUTGOING_CAPACITY,
+};
 
 /// A connected client. Dropping it ends the connection (without a close
 /// frame; call [`Client::close`] first for a polite one).

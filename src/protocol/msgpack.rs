@@ -17,8 +17,7 @@ use super::{
     Publication, RawOp, Reply, RequestError, RequestId, RoomName, ServerEvent, StreamPosition,
 };
 
-/// Nesting deeper than this is refused as malformed, before it costs stack.
-const MAX_DEPTH: usize = 16;
+use crate::limits::MAX_ENVELOPE_DEPTH as MAX_DEPTH;
 
 fn is_false(b: &bool) -> bool {
     !*b

@@ -53,6 +53,8 @@ pub(crate) struct Core {
     next_token: Cell<u64>,
     /// Notified when the drain begins (the accept loop stops then).
     draining: Notify,
+    /// Notified when engine answers made room in the home.
+    engine_room: Notify,
 }
 
 impl Core {
@@ -82,6 +84,7 @@ impl Core {
             next_conn: Cell::new(1),
             next_token: Cell::new(1),
             draining: Notify::new(),
+            engine_room: Notify::new(),
             node,
         }
     }
@@ -186,7 +189,7 @@ impl Core {
     /// message this core sends to one destination.
     pub(crate) fn tell_home(&self, home: CoreId, msg: ToHome) {
         if home == self.id {
-            self.on_to_home(msg);
+            self.on_to_home(msg, Instant::now().into_std());
         } else {
             self.postbox.post(home, Event::ToHome(msg));
         }
@@ -214,16 +217,17 @@ impl Core {
     /// room in that core's publishes inbox.
     pub(crate) async fn send_publish(&self, home: CoreId, msg: PublishMsg) {
         if home == self.id {
-            self.publish(msg);
+            self.home_has_room().await;
+            self.publish(msg, Instant::now().into_std());
             self.overflow_drained().await;
         } else {
             self.postbox.send_publish(home, msg).await;
         }
     }
 
-    fn send_from_home(&self, dest: CoreId, msg: FromHome) {
+    fn send_from_home(&self, dest: CoreId, msg: FromHome, now: std::time::Instant) {
         if dest == self.id {
-            self.on_from_home(msg);
+            self.on_from_home(msg, now);
         } else {
             self.postbox.post(dest, Event::FromHome(msg));
         }
@@ -231,17 +235,39 @@ impl Core {
 
     // The home side.
 
+    /// Waits while this core's home has as many steps outstanding as it may
+    /// hold (`core_queue_capacity`): an engine that answers late must not
+    /// let publications pile up without bound.
+    async fn home_has_room(&self) {
+        // The common case costs one comparison, no registration.
+        if self.home_has_capacity() {
+            return;
+        }
+        loop {
+            let mut wait = std::pin::pin!(self.engine_room.notified());
+            wait.as_mut().enable();
+            if self.home_has_capacity() {
+                return;
+            }
+            wait.await;
+        }
+    }
+
+    fn home_has_capacity(&self) -> bool {
+        self.home.borrow().outstanding() < self.node.config.core_queue_capacity
+    }
+
     /// A publication to a room homed here.
-    fn publish(&self, msg: PublishMsg) {
+    fn publish(&self, msg: PublishMsg, now: std::time::Instant) {
         let step = Step::Publish {
             data: msg.data,
             key: msg.idempotency_key,
             reply_to: msg.reply_to,
         };
-        self.run_step(&msg.room, step);
+        self.run_step(&msg.room, step, now);
     }
 
-    fn on_to_home(&self, msg: ToHome) {
+    fn on_to_home(&self, msg: ToHome, now: std::time::Instant) {
         let (room, step) = match msg {
             ToHome::Interest { room, format, core } => (room, Step::Interest { format, core }),
             ToHome::Disinterest { room, format, core } => {
@@ -269,15 +295,14 @@ impl Core {
             } => (room, Step::Query { query, reply_to }),
             ToHome::Presence { room, change, info } => (room, Step::Presence { change, info }),
         };
-        self.run_step(&room, step);
+        self.run_step(&room, step, now);
     }
 
     /// Begins a step in the home, starts its engine operation, and applies
     /// the answer when the engine has it at once.
-    fn run_step(&self, room: &RoomName, step: Step) {
+    fn run_step(&self, room: &RoomName, step: Step, now: std::time::Instant) {
         let mut out = self.scratch.take();
         {
-            let now = Instant::now().into_std();
             let mut home = self.home.borrow_mut();
             let mut engine = self.engine.borrow_mut();
             // A step that asks the engine nothing is answered at once.
@@ -297,7 +322,7 @@ impl Core {
                 }
             }
         }
-        self.dispatch(out);
+        self.dispatch(out, now);
     }
 
     /// Applies the engine answers that arrived.
@@ -313,21 +338,21 @@ impl Core {
                 home.answer(ticket, outcome, &mut out);
             }
         }
-        self.dispatch(out);
+        self.dispatch(out, Instant::now().into_std());
+        self.engine_room.notify_waiters();
     }
 
     /// Sends what the home produced, in order.
-    fn dispatch(&self, mut out: Outbox) {
+    fn dispatch(&self, mut out: Outbox, now: std::time::Instant) {
         for (dest, msg) in out.drain(..) {
-            self.send_from_home(dest, msg);
+            self.send_from_home(dest, msg, now);
         }
         self.scratch.replace(out);
     }
 
     // The subscriber side.
 
-    fn on_from_home(&self, msg: FromHome) {
-        let now = Instant::now().into_std();
+    fn on_from_home(&self, msg: FromHome, now: std::time::Instant) {
         match msg {
             FromHome::Interested {
                 room,
@@ -366,7 +391,7 @@ impl Core {
                 metrics::add(&self.counters().recovered_deliveries, fanout.delivered);
                 self.on_local_interest(room, format, interest);
             }
-            FromHome::Reply { to, outcome } => self.deliver_reply(to, outcome),
+            FromHome::Reply { to, outcome } => self.deliver_reply(to, outcome, now),
             FromHome::PresenceEvent { room, frames } => {
                 self.shard
                     .borrow_mut()
@@ -387,7 +412,7 @@ impl Core {
     /// Hands a reply to the connection or waiter on this core it is for. An
     /// error sent to a connection is counted here; a waiter's, by whoever
     /// sends it on (a member counts its replies).
-    fn deliver_reply(&self, to: ReplyTo, outcome: Outcome) {
+    fn deliver_reply(&self, to: ReplyTo, outcome: Outcome, now: std::time::Instant) {
         match to {
             ReplyTo::Connection { conn, request, .. } => {
                 if let Outcome::Error { .. } = outcome {
@@ -400,7 +425,7 @@ impl Core {
                         outcome,
                     };
                     let frame = frame::reply(member.format.codec(), &reply);
-                    member.outbound.reply(frame, Instant::now().into_std());
+                    member.outbound.reply(frame, now);
                 }
             }
             ReplyTo::Waiter { waiter, .. } => self.waiters.complete(waiter, outcome),
@@ -445,17 +470,23 @@ impl Core {
                 let Ok(event) = inbox.events.try_recv() else {
                     break;
                 };
+                let now = Instant::now().into_std();
                 match event {
-                    Event::ToHome(msg) => self.on_to_home(msg),
-                    Event::FromHome(msg) => self.on_from_home(msg),
+                    Event::ToHome(msg) => self.on_to_home(msg, now),
+                    Event::FromHome(msg) => self.on_from_home(msg, now),
                 }
                 handled += 1;
             }
-            while handled < 2 * DRIVER_BATCH && !self.postbox.has_overflow() {
+            // No new publication while this core's events wait for room
+            // elsewhere, or while its home holds as many steps as it may.
+            while handled < 2 * DRIVER_BATCH
+                && !self.postbox.has_overflow()
+                && self.home_has_capacity()
+            {
                 let Ok(msg) = inbox.publishes.try_recv() else {
                     break;
                 };
-                self.publish(msg);
+                self.publish(msg, Instant::now().into_std());
                 handled += 1;
             }
             if handled > 0 {

@@ -386,14 +386,13 @@ impl Home {
             if let Some(interest) = self.interest.get(room) {
                 let frames =
                     frames_for(interest, |codec| frame::message(codec, room, offset, data));
-                for core in cores_of(interest).iter() {
-                    let deliver = FromHome::Deliver {
+                send_to_each(cores_of(interest), frames, out, |frames| {
+                    FromHome::Deliver {
                         room: room.clone(),
                         offset,
-                        frames: frames.clone(),
-                    };
-                    out.push((core, deliver));
-                }
+                        frames,
+                    }
+                });
             }
         }
         if reply_to.wants_success() {
@@ -429,13 +428,17 @@ impl Home {
             return;
         };
         let frames = frames_for(interest, |codec| frame::presence(codec, change, room, info));
-        for core in cores_of(interest).iter() {
-            let event = FromHome::PresenceEvent {
+        send_to_each(cores_of(interest), frames, out, |frames| {
+            FromHome::PresenceEvent {
                 room: room.clone(),
-                frames: frames.clone(),
-            };
-            out.push((core, event));
-        }
+                frames,
+            }
+        });
+    }
+
+    /// Steps waiting for an engine answer or for an earlier step's.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.room_of.len()
     }
 
     /// Whether the engine must keep `room` even when it keeps nothing:
@@ -450,6 +453,24 @@ fn cores_of(interest: &PerFormat<CoreSet>) -> CoreSet {
     interest
         .values()
         .fold(CoreSet::default(), |all, cores| all.union(*cores))
+}
+
+/// Sends one message with `frames` to each of `cores`: the frames are
+/// shared by reference, and the last core gets the original (one reference
+/// count less per publication than cloning for every core).
+fn send_to_each(
+    cores: CoreSet,
+    frames: Frames,
+    out: &mut Outbox,
+    message: impl Fn(Frames) -> FromHome,
+) {
+    let mut cores = cores.iter().peekable();
+    while let Some(core) = cores.next() {
+        if cores.peek().is_none() {
+            return out.push((core, message(frames)));
+        }
+        out.push((core, message(frames.clone())));
+    }
 }
 
 /// One frame per format somebody subscribes with.

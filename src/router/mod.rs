@@ -5,7 +5,8 @@
 //! In the order a publication meets them:
 //! * [`member`]: one client's membership (rooms, format, outbound queue) and
 //!   its requests. Every front door (the WebSocket session today) calls it.
-//! * [`postbox`]: each core's three bounded inboxes and the sending side.
+//! * [`postbox`]: each core's two bounded inboxes (publications, and events
+//!   both to and from homes) and the sending side.
 //!   Publications wait for room (the publisher stops reading its socket);
 //!   events never wait, so inboxes always drain and no cycle of full queues
 //!   can form between cores. What does not fit is kept in a per-destination
