@@ -141,4 +141,7 @@ step "Testing"
 run cargo test --workspace --all-targets
 run cargo test --workspace --doc
 
+step "Documenting (no warnings allowed)"
+run env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p roomcast
+
 step "All checks passed"

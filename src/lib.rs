@@ -27,8 +27,8 @@
 //! 8. [`client`]: an async Rust client that survives reconnects.
 //!
 //! ## Life of a publication
-//! 1. A core's listener accepts the socket; `transport::http` upgrades it,
-//!    picks the codec, and creates the connection's member.
+//! 1. A core's listener accepts the socket; `transport::http` upgrades it
+//!    and picks the codec; the session creates the connection's member.
 //! 2. The session reads a frame (fastwebsockets), reassembles fragments
 //!    within the limits, and decodes the envelope zero-copy: the payload
 //!    (and, in MessagePack, the room name) is a slice of the received buffer.

@@ -13,8 +13,10 @@
 //! * a connection's outbound queue: `outbound_max_bytes`,
 //!   `outbound_max_messages`, `outbound_max_age`, then `slow_consumer`;
 //! * a connection's pending pongs: [`MAX_PENDING_PONGS`];
-//! * a room's operations waiting for the engine: one per request in flight,
-//!   and each connection has at most one request in flight.
+//! * a home's steps waiting for the engine (all rooms together):
+//!   `core_queue_capacity`; past it, the core takes no new publication
+//!   until answers come (a connection has at most one subscribe or query
+//!   in flight; its publishes are what this bounds).
 
 use std::fmt;
 use std::str::FromStr;

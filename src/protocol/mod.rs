@@ -26,7 +26,7 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// Every codec, in the order of [`Codec::index`].
+    /// Every codec.
     pub const ALL: [Codec; 2] = [Codec::MsgPack, Codec::Proto];
 
     /// The subprotocol token a client offers to pick this codec.
@@ -40,14 +40,6 @@ impl Codec {
     /// The codec a subprotocol token names, if we speak it.
     pub fn from_subprotocol(token: &str) -> Option<Codec> {
         Codec::ALL.into_iter().find(|c| c.subprotocol() == token)
-    }
-
-    /// A dense index, so per-codec state can live in `[T; 2]` arrays.
-    pub fn index(self) -> usize {
-        match self {
-            Codec::MsgPack => 0,
-            Codec::Proto => 1,
-        }
     }
 
     /// Decodes one client envelope (the payload of one binary message).

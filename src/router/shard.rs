@@ -1,4 +1,4 @@
-//! A core's local subscribers, per room and codec, and the fan-out step.
+//! A core's local subscribers, per room and format, and the fan-out step.
 //!
 //! Touched only by its own core: no locks. No I/O and no clock: it pushes
 //! shared frames into subscribers' bounded queues ([`Outbound`]) and reports
