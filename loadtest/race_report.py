@@ -133,7 +133,7 @@ def main(path):
     w("")
     w("No target may be met by dropping: a run that is not lossless does not count.")
     results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    for extra in ("profiles.md", "scaling.md"):
+    for extra in ("profiles.md", "scaling.md", "changes.md"):
         path = os.path.join(results, extra)
         if os.path.exists(path):
             w("")
