@@ -32,23 +32,7 @@ mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
 ulimit -n "$(ulimit -Hn)"
 
-scenario_args() {
-    case "$1" in
-        fanout) echo "fanout --subscribers 1000 --publishers 1 --payload 128 --window 64 --duration $DURATION" ;;
-        rooms) echo "rooms --rooms 100 --per-room 10 --payload 128 --window 64 --duration $DURATION" ;;
-        latency) echo "latency --rate 1000 --subscribers 100 --payload 128 --duration $DURATION" ;;
-        connections) echo "connections --connections $CONNECTIONS --hold 5s" ;;
-    esac
-}
-
-server_pid=""
-stop_server() {
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
+source loadtest/scenarios.sh
 trap stop_server EXIT
 
 run_one() {

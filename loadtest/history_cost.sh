@@ -32,21 +32,7 @@ cargo build --release -q -p roomcast-load
 load=target/release/roomcast-load
 port=9210
 
-scenario_args() {
-    case "$1" in
-        fanout) echo "fanout --subscribers 1000 --publishers 1 --payload 128 --window 64 --duration $DURATION" ;;
-        rooms) echo "rooms --rooms 100 --per-room 10 --payload 128 --window 64 --duration $DURATION" ;;
-    esac
-}
-
-server_pid=""
-stop_server() {
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
+source loadtest/scenarios.sh
 trap stop_server EXIT
 
 for round in $(seq 1 "$ROUNDS"); do

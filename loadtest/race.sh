@@ -36,24 +36,7 @@ ulimit -n "$(ulimit -Hn)"
 load=target/release/roomcast-load
 declare -A port=([roomcast]=9200 [bun]=9201 [node-ws]=9202 [socketio]=9203 [limit]=9204)
 
-# The generator's command for a scenario (the same for every server).
-scenario_args() {
-    case "$1" in
-        fanout) echo "fanout --subscribers 1000 --publishers 1 --payload 128 --window 64 --duration $DURATION" ;;
-        rooms) echo "rooms --rooms 100 --per-room 10 --payload 128 --window 64 --duration $DURATION" ;;
-        latency) echo "latency --rate 1000 --subscribers 100 --payload 128 --duration $DURATION" ;;
-        connections) echo "connections --connections $CONNECTIONS --hold 5s" ;;
-    esac
-}
-
-server_pid=""
-stop_server() {
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
+source loadtest/scenarios.sh
 trap stop_server EXIT
 
 start_server() {
