@@ -46,7 +46,7 @@ use common::peer::room;
 use common::protobuf::{length_delimited, varint};
 use common::ws::{
     bearer, close_payload, frame, frame_with_keys, handshake, header_only_64, offer, pong,
-    unmasked, NoFrame, RawWs, MASK,
+    read_response, unmasked, NoFrame, RawWs, MASK,
 };
 
 const SECRET: &str = "hostile-suite-secret-7f3a9c1e5b2d4f60";
@@ -1294,24 +1294,9 @@ async fn keep_alive(addr: SocketAddr, request: &[u8]) -> Observed {
             break;
         }
         // One whole answer: its head, then Content-Length bytes of body.
-        let mut response = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let status = loop {
-            if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if response.len() >= end + 4 + length {
-                    break status_of(&response);
-                }
-            }
-            match tokio::time::timeout(limit, stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),
-                _ => break None,
-            }
+        let status = match read_response(&mut stream, limit).await {
+            (response, true) => status_of(&response),
+            (_, false) => None,
         };
         match status {
             Some(status) => answers.push(status),

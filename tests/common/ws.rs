@@ -42,6 +42,14 @@ pub fn bearer(token: &str) -> String {
 pub async fn http_request(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
+    let (response, _) = read_response(&mut stream, Duration::from_secs(5)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Reads one HTTP response: its head, then Content-Length bytes of body.
+/// Returns what arrived, and whether that is the whole response (false when
+/// the connection ended or went quiet for `wait` first).
+pub async fn read_response(stream: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {
     let mut response = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -53,15 +61,14 @@ pub async fn http_request(addr: SocketAddr, request: &[u8]) -> String {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             if response.len() >= end + 4 + length {
-                break;
+                return (response, true);
             }
         }
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),
-            _ => break,
+            _ => return (response, false),
         }
     }
-    String::from_utf8_lossy(&response).into_owned()
 }
 
 // ---------------------------------------------------------------- client frames
