@@ -169,7 +169,7 @@ impl HomeBench {
             ..Config::default()
         };
         let room = RoomName::new(room).unwrap_or_else(|error| panic!("{room:?}: {error}"));
-        let mut engine = MemoryEngine::new(EngineConfig::from_config(&config));
+        let mut engine = MemoryEngine::new(EngineConfig::new(config.room_policy(), &config));
         let stats = CoreStats::detached();
         let mut home = Home::new(config.room_policy(), 1_000, stats);
         let formats = if both_codecs {

@@ -177,9 +177,11 @@ pub(crate) struct EngineConfig {
 }
 
 impl EngineConfig {
-    pub(crate) fn from_config(config: &crate::Config) -> EngineConfig {
+    /// The engine's settings, deciding room options with `rooms` (the
+    /// node's one policy).
+    pub(crate) fn new(rooms: RoomPolicy, config: &crate::Config) -> EngineConfig {
         EngineConfig {
-            rooms: config.room_policy(),
+            rooms,
             idempotency_window: config.idempotency_window,
             idempotency_max_keys: config.idempotency_max_keys,
         }

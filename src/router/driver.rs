@@ -15,11 +15,13 @@ use foldhash::HashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::engine::{Answer, Engine, EngineKind, Op, Outcome as EngineOutcome, Recovery, Ticket};
+use crate::engine::{
+    Answer, Engine, EngineConfig, EngineKind, Op, Outcome as EngineOutcome, Recovery, Ticket,
+};
 use crate::limits::{close_code, DRAIN_GRACE, DRAIN_POLL, DRIVER_BATCH, SWEEP_INTERVAL};
 use crate::metrics::{self, CoreCounters, CoreStats};
 use crate::node::Node;
-use crate::protocol::{frame, Outcome, Reply, RoomName, StreamPosition};
+use crate::protocol::{frame, Outcome, Reply, RequestId, RoomName, StreamPosition};
 
 use super::home::{Begun, Home, Outbox, Step};
 use super::message::{Event, FromHome, PublishMsg, ToHome};
@@ -65,7 +67,7 @@ impl Core {
         mailboxes: Arc<[Mailbox]>,
         engine: &EngineKind,
     ) -> Core {
-        let engine = engine.build(crate::engine::EngineConfig::from_config(&node.config));
+        let engine = engine.build(EngineConfig::new(node.rooms.clone(), &node.config));
         let stats = CoreStats::new(node.stats.clone(), id.0);
         Core {
             id,
@@ -155,7 +157,7 @@ impl Core {
         room: &RoomName,
         format: Format,
         subscriber: Subscriber,
-        request: crate::protocol::RequestId,
+        request: RequestId,
         recover: Option<RecoveryToken>,
     ) -> SubscribeStep {
         let now = Instant::now().into_std();
