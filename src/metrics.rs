@@ -77,6 +77,10 @@ counters! {
     rate_limit_closes,
     /// Connections closed with 4001: token expired.
     token_expirations,
+    /// Engine operations that failed (unavailable or timed out; error 110
+    /// to whoever asked). Presence joins and leaves have no asker: this
+    /// counter is the only trace of theirs.
+    engine_failures,
 }
 
 /// Adds `n` to a counter.

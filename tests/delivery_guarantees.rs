@@ -236,6 +236,10 @@ async fn an_unavailable_engine_refuses_with_110_and_nothing_is_half_done() {
             assert_eq!(error_code(&no_history), Some(110), "{no_history:?}");
 
             unavailable.store(false, Ordering::Release);
+            assert!(
+                broker.server().stats().engine_failures >= 3,
+                "every failed engine operation is counted"
+            );
             let stored = ack(publisher.request(publish(name, b"kept")).await);
             assert_eq!(
                 stored.offset,

@@ -269,6 +269,9 @@ impl Home {
         outcome: Outcome,
         out: &mut Outbox,
     ) {
+        if let Err(EngineError::Unavailable(_) | EngineError::Timeout) = &outcome {
+            metrics::add(&self.stats.counters().engine_failures, 1);
+        }
         match then {
             Then::Publish { data, reply_to } => self.published(room, &data, reply_to, outcome, out),
             Then::Interest { format, core } => {
