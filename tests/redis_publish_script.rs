@@ -1,20 +1,21 @@
 //! The Redis engine's publish script (`src/engine/redis/publish.lua`),
 //! against real `redis-server` processes: one atomic step that sequences a
-//! publication, keeps it in the room's history, remembers its idempotency
-//! key and publishes it on the room's shard channel. This is the part of the
-//! cluster engine (issue 10) that every node relies on for one order per
-//! room; the engine itself is not built yet.
+//! publication under the room's epoch, keeps it in the room's history,
+//! remembers its idempotency key and publishes it on the room's shard
+//! channel. Every node of a cluster will rely on it for one order per room;
+//! the engine around it is not built yet (docs/design/cluster.md).
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
-use common::redis::{Cluster, Redis};
+use common::redis::{cli, Cluster, Redis};
 
 const SCRIPT: &str = include_str!("../src/engine/redis/publish.lua");
+const EPOCH: &str = "e1e2e3e4e5e6e7e8";
 
 /// A room's keys and channel, all under one hash tag.
 struct Room {
@@ -22,56 +23,63 @@ struct Room {
     history: String,
     channel: String,
     tag: String,
+    name: String,
 }
 
 fn room(tag: &str, name: &str) -> Room {
     Room {
-        meta: format!("{{{tag}}}:m:{name}"),
-        history: format!("{{{tag}}}:h:{name}"),
-        channel: format!("{{{tag}}}:c:{name}"),
+        meta: format!("rc:{{{tag}}}:m:{name}"),
+        history: format!("rc:{{{tag}}}:s:{name}"),
+        channel: format!("rc:{{{tag}}}:c:{name}"),
         tag: tag.to_owned(),
+        name: name.to_owned(),
     }
 }
 
-/// Calls the script with `run` (a redis-cli invocation): returns (epoch,
-/// offset, duplicate).
+/// What the script answered.
+#[derive(Debug, PartialEq, Eq)]
+struct Published {
+    epoch: String,
+    offset: u64,
+    duplicate: bool,
+}
+
+/// Calls the script through `run` (a redis-cli invocation), with the
+/// idempotency key `key` and the attempt's `nonce`.
 fn publish(
     run: &dyn Fn(&[&str]) -> String,
     room: &Room,
     data: &str,
-    key: Option<&str>,
+    key: &str,
+    nonce: &str,
     history_size: usize,
-) -> (String, u64, bool) {
-    let idempotency = match key {
-        Some(key) => format!("{{{}}}:k:{key}", room.tag),
-        None => room.meta.clone(),
-    };
+) -> Published {
+    let idempotency = format!("rc:{{{}}}:k:{}:{key}", room.tag, room.name);
     let size = history_size.to_string();
     let args = [
         "EVAL",
         SCRIPT,
-        "3",
+        "4",
         &room.meta,
         &room.history,
         &idempotency,
         &room.channel,
         data,
+        EPOCH,
         &size,
         "60000",
         "120000",
         "30000",
-        "e1e2e3e4e5e6e7e8",
-        if key.is_some() { "1" } else { "0" },
+        nonce,
     ];
     let out = run(&args);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(
-        lines.len(),
-        3,
-        "the script answers {{epoch, offset, duplicate}}: {out:?}"
-    );
-    let offset = lines[1].parse().expect("an offset");
-    (lines[0].to_owned(), offset, lines[2] == "1")
+    assert_eq!(lines.len(), 3, "{{epoch, offset, duplicate}}: {out:?}");
+    Published {
+        epoch: lines[0].to_owned(),
+        offset: lines[1].parse().expect("an offset"),
+        duplicate: lines[2] == "1",
+    }
 }
 
 /// The ids of the room's history entries, oldest first.
@@ -83,61 +91,87 @@ fn history_ids(run: &dyn Fn(&[&str]) -> String, room: &Room) -> Vec<String> {
         .collect()
 }
 
-/// A `redis-cli SSUBSCRIBE` process; its lines arrive on a channel.
+/// The channel message the script publishes: the 26-byte header, then the data.
+fn message(epoch: &str, offset: u64, data: &str) -> Vec<u8> {
+    let mut bytes = vec![0xB1, 1];
+    bytes.extend_from_slice(epoch.as_bytes());
+    bytes.extend_from_slice(&offset.to_be_bytes());
+    bytes.extend_from_slice(data.as_bytes());
+    bytes
+}
+
+/// A shard subscriber over its own connection, reading RESP by hand: the
+/// messages are binary, so no line-based tool would do.
 struct Subscriber {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+    reader: BufReader<TcpStream>,
 }
 
 impl Subscriber {
     fn start(port: u16, channel: &str) -> Subscriber {
-        let mut child = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "SSUBSCRIBE", channel])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-cli runs");
-        let stdout = child.stdout.take().expect("its output");
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let subscriber = Subscriber { child, lines };
-        // "ssubscribe", the channel, the count: subscribed from here on.
-        for _ in 0..3 {
-            subscriber.next().expect("the subscription is confirmed");
-        }
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout");
+        let command = format!(
+            "*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{channel}\r\n",
+            channel.len()
+        );
+        stream
+            .write_all(command.as_bytes())
+            .expect("send SSUBSCRIBE");
+        let mut subscriber = Subscriber {
+            reader: BufReader::new(stream),
+        };
+        let confirmation = subscriber.frame().expect("SSUBSCRIBE is confirmed");
+        assert_eq!(confirmation[0], b"ssubscribe");
         subscriber
     }
 
-    fn next(&self) -> Option<String> {
-        self.lines.recv_timeout(Duration::from_secs(5)).ok()
+    /// One RESP array of bulk strings and integers (as bytes).
+    fn frame(&mut self) -> Option<Vec<Vec<u8>>> {
+        let header = self.line()?;
+        let count: usize = header.strip_prefix('*')?.parse().ok()?;
+        let mut items = Vec::with_capacity(count);
+        for _ in 0..count {
+            let item = self.line()?;
+            if let Some(len) = item.strip_prefix('$') {
+                let len: usize = len.parse().ok()?;
+                let mut bytes = vec![0; len + 2];
+                self.reader.read_exact(&mut bytes).ok()?;
+                bytes.truncate(len);
+                items.push(bytes);
+            } else {
+                items.push(item.into_bytes());
+            }
+        }
+        Some(items)
     }
 
-    /// The next channel message's payload.
-    fn message(&self) -> Option<String> {
-        loop {
-            if self.next()? == "smessage" {
-                self.next()?; // the channel
-                return self.next();
-            }
+    fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line.trim_end().to_owned()),
+            _ => None,
         }
     }
 
-    /// Whether another line arrives within `wait`.
-    fn silent_for(&self, wait: Duration) -> bool {
-        self.lines.recv_timeout(wait).is_err()
+    /// The payload of the next channel message, if one comes within 5 s.
+    fn message(&mut self) -> Option<Vec<u8>> {
+        let mut frame = self.frame()?;
+        assert_eq!(frame[0], b"smessage");
+        frame.pop()
     }
-}
 
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Whether nothing arrives for `wait`.
+    fn silent_for(&mut self, wait: Duration) -> bool {
+        let stream = self.reader.get_ref();
+        stream.set_read_timeout(Some(wait)).expect("a read timeout");
+        let silent = self.line().is_none();
+        let stream = self.reader.get_ref();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout");
+        silent
     }
 }
 
@@ -145,26 +179,23 @@ impl Drop for Subscriber {
 fn offsets_grow_by_one_under_one_epoch_and_history_keeps_exactly_history_size() {
     let redis = Redis::start();
     let run = |args: &[&str]| redis.cli(args);
-    let ticks = room("rc:7", "ticks");
-    let mut epochs = Vec::new();
+    let ticks = room("p0", "ticks");
     for n in 1..=5u64 {
-        let (epoch, offset, duplicate) = publish(&run, &ticks, &format!("p{n}"), None, 3);
-        assert_eq!((offset, duplicate), (n, false));
-        epochs.push(epoch);
+        let published = publish(&run, &ticks, &format!("p{n}"), &format!("k{n}"), "a", 3);
+        let expected = Published {
+            epoch: EPOCH.into(),
+            offset: n,
+            duplicate: false,
+        };
+        assert_eq!(published, expected);
     }
-    epochs.dedup();
-    assert_eq!(
-        epochs,
-        vec!["e1e2e3e4e5e6e7e8"],
-        "one epoch, made by the first"
-    );
     assert_eq!(history_ids(&run, &ticks), vec!["3-0", "4-0", "5-0"]);
     let kept = run(&["XRANGE", &ticks.history, "5-0", "5-0"]);
     assert!(kept.contains("p5"), "{kept}");
     // A room that keeps no history still takes offsets.
-    let chat = room("rc:9", "chat");
-    assert_eq!(publish(&run, &chat, "hi", None, 0).1, 1);
-    assert_eq!(publish(&run, &chat, "hi", None, 0).1, 2);
+    let chat = room("p1", "chat");
+    assert_eq!(publish(&run, &chat, "hi", "a", "a", 0).offset, 1);
+    assert_eq!(publish(&run, &chat, "hi", "b", "a", 0).offset, 2);
     assert_eq!(run(&["EXISTS", &chat.history]), "0");
     // The epoch outlives the history: the meta key expires later.
     let meta_ttl: i64 = run(&["PTTL", &ticks.meta]).parse().expect("a ttl");
@@ -176,53 +207,105 @@ fn offsets_grow_by_one_under_one_epoch_and_history_keeps_exactly_history_size() 
 }
 
 #[test]
-fn a_retried_key_returns_the_first_offset_and_publishes_nothing() {
+fn a_retried_key_is_a_duplicate_but_a_resent_attempt_is_itself() {
     let redis = Redis::start();
     let run = |args: &[&str]| redis.cli(args);
-    let orders = room("rc:1", "orders");
-    let subscriber = Subscriber::start(redis.port, &orders.channel);
-    let first = publish(&run, &orders, "buy", Some("k-1"), 10);
-    let retry = publish(&run, &orders, "buy", Some("k-1"), 10);
-    assert_eq!((first.1, first.2), (1, false));
-    assert_eq!(
-        (retry.1, retry.2),
-        (1, true),
-        "the first offset, as a duplicate"
-    );
+    let orders = room("p2", "orders");
+    let mut subscriber = Subscriber::start(redis.port, &orders.channel);
+    let first = publish(&run, &orders, "buy", "order-1", "attempt-1", 10);
+    assert_eq!((first.offset, first.duplicate), (1, false));
+    // The client retries under its key: the first offset, as a duplicate.
+    let retry = publish(&run, &orders, "buy", "order-1", "attempt-2", 10);
+    assert_eq!((retry.offset, retry.duplicate), (1, true));
+    // The client library re-sends the very same attempt after a reconnect:
+    // the first offset, and not a duplicate (it is the same publication).
+    let resent = publish(&run, &orders, "buy", "order-1", "attempt-1", 10);
+    assert_eq!((resent.offset, resent.duplicate), (1, false));
     assert_eq!(history_ids(&run, &orders), vec!["1-0"], "stored once");
-    assert_eq!(
-        subscriber.message().as_deref(),
-        Some("e1e2e3e4e5e6e7e8:1:buy")
-    );
+    assert_eq!(subscriber.message(), Some(message(EPOCH, 1, "buy")));
     assert!(
         subscriber.silent_for(Duration::from_millis(300)),
-        "a duplicate is not published again"
+        "neither the retry nor the re-send is published again"
     );
-    let next = publish(&run, &orders, "sell", Some("k-2"), 10);
-    assert_eq!(next.1, 2);
-    let window: i64 = run(&["PTTL", "{rc:1}:k:k-1"]).parse().expect("a ttl");
+    assert_eq!(publish(&run, &orders, "sell", "order-2", "a", 10).offset, 2);
+    let key = "rc:{p2}:k:orders:order-1";
+    let life: i64 = run(&["PTTL", key]).parse().expect("a ttl");
     assert!(
-        window > 0 && window <= 30_000,
-        "the key lives for the window: {window}"
+        life > 0 && life <= 30_000,
+        "the key lives for the window: {life}"
+    );
+}
+
+/// A room whose meta hash was lost (a Redis restart without persistence)
+/// starts a new epoch: offsets start again at 1, a stream left over is
+/// dropped, and a key seen under the old epoch counts as unseen.
+#[test]
+fn a_room_that_lost_its_epoch_starts_a_new_one_from_offset_one() {
+    let redis = Redis::start();
+    let run = |args: &[&str]| redis.cli(args);
+    let ticks = room("p3", "ticks");
+    publish(&run, &ticks, "old", "k", "a", 10);
+    publish(&run, &ticks, "old", "k2", "a", 10);
+    run(&["DEL", &ticks.meta]);
+    let args = |epoch: &str| -> Vec<String> {
+        [
+            "EVAL",
+            SCRIPT,
+            "4",
+            &ticks.meta,
+            &ticks.history,
+            "rc:{p3}:k:ticks:k",
+            &ticks.channel,
+            "new",
+            epoch,
+            "10",
+            "60000",
+            "120000",
+            "30000",
+            "b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let args = args("f0f1f2f3f4f5f6f7");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&args);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["f0f1f2f3f4f5f6f7", "1", "0"]
+    );
+    assert_eq!(
+        history_ids(&run, &ticks),
+        vec!["1-0"],
+        "the old stream is gone"
     );
 }
 
 #[test]
-fn every_subscriber_of_the_channel_hears_each_publication_once_with_its_epoch_and_offset() {
+fn every_subscriber_of_the_channel_hears_each_publication_once_in_order() {
     let redis = Redis::start();
     let run = |args: &[&str]| redis.cli(args);
-    let ticks = room("rc:3", "ticks");
-    let subscribers = [
+    let ticks = room("p4", "ticks");
+    let mut subscribers = [
         Subscriber::start(redis.port, &ticks.channel),
         Subscriber::start(redis.port, &ticks.channel),
     ];
-    for n in 1..=20u64 {
-        publish(&run, &ticks, &format!("tick {n}: a:b"), None, 100);
+    // Offsets up to 12 cover one whose last byte is a newline (10).
+    for n in 1..=12u64 {
+        publish(
+            &run,
+            &ticks,
+            &format!("tick {n}"),
+            &format!("k{n}"),
+            "a",
+            100,
+        );
     }
-    for subscriber in &subscribers {
-        for n in 1..=20u64 {
-            let expected = format!("e1e2e3e4e5e6e7e8:{n}:tick {n}: a:b");
-            assert_eq!(subscriber.message(), Some(expected));
+    for subscriber in &mut subscribers {
+        for n in 1..=12u64 {
+            let expected = message(EPOCH, n, &format!("tick {n}"));
+            assert_eq!(subscriber.message(), Some(expected), "offset {n}");
         }
         assert!(subscriber.silent_for(Duration::from_millis(200)));
     }
@@ -230,7 +313,7 @@ fn every_subscriber_of_the_channel_hears_each_publication_once_with_its_epoch_an
 
 /// The port of the master that serves `slot`, from `CLUSTER NODES`.
 fn slot_owner(seed: u16, slot: u16) -> u16 {
-    let nodes = common::redis::cli(seed, &["CLUSTER", "NODES"]);
+    let nodes = cli(seed, &["CLUSTER", "NODES"]);
     for line in nodes.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let Some(port) = fields
@@ -254,38 +337,57 @@ fn slot_owner(seed: u16, slot: u16) -> u16 {
 }
 
 /// In a 3-master cluster the room's keys and channel share one slot: the
-/// script runs where the slot lives (redis-cli -c follows the redirect) with
-/// no CROSSSLOT error, and a shard subscriber on that master hears it.
+/// script runs where the slot lives (redis-cli -c follows the redirect),
+/// and a shard subscriber on that master hears it. A key of another slot
+/// is refused before anything runs.
 #[test]
 fn in_a_three_master_cluster_a_room_lives_in_one_slot() {
     let cluster = Cluster::start();
     let seed = cluster.nodes[0].port;
-    for tag in ["rc:0", "rc:42", "rc:127"] {
+    let port = seed.to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["-c", "-p", port.as_str()];
+        all.extend_from_slice(args);
+        let output = Command::new("redis-cli")
+            .args(&all)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let mut owners = Vec::new();
+    for tag in ["p0", "p42", "p127"] {
         let ticks = room(tag, "ticks");
-        let slot = common::redis::cli(seed, &["CLUSTER", "KEYSLOT", &ticks.meta]);
+        let slot = cli(seed, &["CLUSTER", "KEYSLOT", &ticks.meta]);
         for key in [&ticks.history, &ticks.channel] {
-            assert_eq!(common::redis::cli(seed, &["CLUSTER", "KEYSLOT", key]), slot);
+            assert_eq!(cli(seed, &["CLUSTER", "KEYSLOT", key]), slot);
         }
-        let slot: u16 = slot.parse().expect("a slot");
-        let owner = slot_owner(seed, slot);
-        let subscriber = Subscriber::start(owner, &ticks.channel);
-        let port = seed.to_string();
-        let run = |args: &[&str]| {
-            let mut all = vec!["-c", "-p", port.as_str()];
-            all.extend_from_slice(args);
-            let output = Command::new("redis-cli")
-                .args(&all)
-                .output()
-                .expect("redis-cli runs");
-            String::from_utf8_lossy(&output.stdout).trim().to_owned()
-        };
-        let (_, offset, _) = publish(&run, &ticks, "x", Some("k"), 5);
-        assert_eq!(offset, 1, "{tag}");
+        let owner = slot_owner(seed, slot.parse().expect("a slot"));
+        owners.push(owner);
+        let mut subscriber = Subscriber::start(owner, &ticks.channel);
+        let published = publish(&run, &ticks, "x", "k", "a", 5);
+        assert_eq!(published.offset, 1, "{tag}");
         assert_eq!(history_ids(&run, &ticks), vec!["1-0"]);
-        assert_eq!(
-            subscriber.message().as_deref(),
-            Some("e1e2e3e4e5e6e7e8:1:x"),
-            "{tag}"
-        );
+        assert_eq!(subscriber.message(), Some(message(EPOCH, 1, "x")), "{tag}");
     }
+    // A channel of another slot is refused: nothing half done.
+    let ticks = room("p0", "ticks");
+    let stray = [
+        "EVAL",
+        SCRIPT,
+        "4",
+        &ticks.meta,
+        &ticks.history,
+        "rc:{p0}:k:ticks:k2",
+        "rc:{p42}:c:ticks",
+        "y",
+        EPOCH,
+        "5",
+        "60000",
+        "120000",
+        "30000",
+        "a",
+    ];
+    let refused = run(&stray);
+    assert!(refused.contains("slot"), "{refused}");
+    assert_eq!(history_ids(&run, &ticks), vec!["1-0"]);
 }
