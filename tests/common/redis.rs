@@ -133,14 +133,19 @@ impl Cluster {
         assert!(made.contains("[OK]"), "cluster create failed: {made}");
         let cluster = Cluster { nodes };
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Every master must see the whole cluster (each one answers
+        // CLUSTERDOWN until it does), not only the one that created it.
         while Instant::now() < deadline {
-            let info = cluster.nodes[0].cli(&["cluster", "info"]);
-            if info.contains("cluster_state:ok") {
+            let ready = cluster.nodes.iter().all(|node| {
+                let info = node.cli(&["cluster", "info"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+            });
+            if ready {
                 return cluster;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("the cluster did not reach cluster_state:ok");
+        panic!("the cluster did not reach cluster_state:ok on every node");
     }
 
     /// fred's URL form for a cluster: one seed node, the others as `node=`.

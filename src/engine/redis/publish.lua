@@ -4,7 +4,7 @@
 -- history and the live channel can never disagree. The Redis engine will
 -- load it once (SCRIPT LOAD) and call it with EVALSHA; until then it is
 -- tested on its own against real redis-server processes by
--- tests/redis_publish_script.rs. docs/design/cluster.md §3 has the design.
+-- tests/redis_scripts.rs. docs/design/cluster.md §3 has the design.
 --
 -- The shebang makes Redis refuse keys (and shard channels) of another slot
 -- and check memory before running rather than fail half-way: a script is
