@@ -4,8 +4,8 @@
 //! history, remembers its idempotency key and publishes it on the room's
 //! shard channel: every node of a cluster will rely on it for one order per
 //! room. `follow.lua` gives the positions a node starts following rooms
-//! from, and `range.lua` the publications that recovery and gap filling
-//! need. The engine around them is not built yet (docs/design/cluster.md).
+//! from, `range.lua` the publications that recovery and gap filling need,
+//! and `history.lua` a page of history as the memory engine pages it. The engine around them is not built yet (docs/design/cluster.md).
 
 mod common;
 
@@ -19,6 +19,7 @@ use common::redis::{cli, Cluster, Redis};
 const SCRIPT: &str = include_str!("../src/engine/redis/publish.lua");
 const FOLLOW: &str = include_str!("../src/engine/redis/follow.lua");
 const RANGE: &str = include_str!("../src/engine/redis/range.lua");
+const HISTORY: &str = include_str!("../src/engine/redis/history.lua");
 const EPOCH: &str = "e1e2e3e4e5e6e7e8";
 
 /// A room's keys and channel, all under one hash tag.
@@ -440,6 +441,82 @@ fn a_range_is_complete_only_while_every_offset_in_it_is_kept_and_fresh() {
     );
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(range(&run, &ticks, 3, 5, 20).2, None, "older than the ttl");
+}
+
+/// `history.lua`: the offsets of one page.
+fn page(
+    run: &dyn Fn(&[&str]) -> String,
+    room: &Room,
+    since: u64,
+    limit: u32,
+    reverse: bool,
+    ttl_ms: u64,
+) -> Vec<u64> {
+    let (since, limit, ttl) = (since.to_string(), limit.to_string(), ttl_ms.to_string());
+    let reverse = if reverse { "1" } else { "0" };
+    let args = [
+        "EVAL",
+        HISTORY,
+        "2",
+        &room.meta,
+        &room.history,
+        &since,
+        &limit,
+        reverse,
+        &ttl,
+    ];
+    let out = run(&args);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 2 && lines.len() % 2 == 0, "{out:?}");
+    lines[2..]
+        .chunks(2)
+        .map(|pair| {
+            let offset: u64 = pair[0].parse().expect("an offset");
+            assert_eq!(
+                pair[1],
+                format!("p{offset}"),
+                "each offset with its own data"
+            );
+            offset
+        })
+        .collect()
+}
+
+/// The same pages as the memory engine's own test
+/// (`history_pages_oldest_first_after_since_and_newest_first_before_it`),
+/// with the page size capped at 4 by the caller as the engine will.
+#[test]
+fn history_pages_oldest_first_after_since_and_newest_first_before_it() {
+    let redis = Redis::start();
+    let run = |args: &[&str]| redis.cli(args);
+    let log = room("p7", "log");
+    for n in 1..=10u64 {
+        publish(&run, &log, &format!("p{n}"), &format!("k{n}"), "a", 100);
+    }
+    let minute = 60_000;
+    assert_eq!(page(&run, &log, 0, 3, false, minute), vec![1, 2, 3]);
+    assert_eq!(page(&run, &log, 3, 3, false, minute), vec![4, 5, 6]);
+    assert_eq!(page(&run, &log, 8, 4, false, minute), vec![9, 10]);
+    assert_eq!(page(&run, &log, 0, 4, false, minute), vec![1, 2, 3, 4]);
+    assert_eq!(page(&run, &log, 0, 3, true, minute), vec![10, 9, 8]);
+    assert_eq!(page(&run, &log, 8, 3, true, minute), vec![7, 6, 5]);
+    assert_eq!(page(&run, &log, 2, 3, true, minute), vec![1]);
+    assert_eq!(page(&run, &log, 10, 3, false, minute), Vec::<u64>::new());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        page(&run, &log, 0, 4, false, 20),
+        Vec::<u64>::new(),
+        "all expired"
+    );
+    assert_eq!(
+        page(&run, &log, 0, 4, true, 20),
+        Vec::<u64>::new(),
+        "all expired"
+    );
+    // Fresh entries after expired ones: the expired prefix is skipped.
+    publish(&run, &log, "p11", "k11", "a", 100);
+    assert_eq!(page(&run, &log, 0, 4, false, 20), vec![11]);
+    assert_eq!(page(&run, &log, 0, 4, true, 20), vec![11]);
 }
 
 /// The port of the master that serves `slot`, from `CLUSTER NODES`.
