@@ -59,25 +59,8 @@ fn publish(
     nonce: &str,
     history_size: usize,
 ) -> Published {
-    let idempotency = format!("rc:{{{}}}:k:{}:{key}", room.tag, room.name);
-    let size = history_size.to_string();
-    let args = [
-        "EVAL",
-        SCRIPT,
-        "4",
-        &room.meta,
-        &room.history,
-        &idempotency,
-        &room.channel,
-        data,
-        EPOCH,
-        &size,
-        "60000",
-        "120000",
-        "30000",
-        nonce,
-    ];
-    let out = run(&args);
+    let args = publish_args(room, data, key, nonce, history_size, EPOCH, &room.channel);
+    let out = run(&strs(&args));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{{epoch, offset, duplicate}}: {out:?}");
     Published {
@@ -85,6 +68,44 @@ fn publish(
         offset: lines[1].parse().expect("an offset"),
         duplicate: lines[2] == "1",
     }
+}
+
+/// `EVAL publish.lua` with every argument spelt out: a fresh `epoch` for a
+/// room without one, and the `channel` (normally the room's own).
+fn publish_args(
+    room: &Room,
+    data: &str,
+    key: &str,
+    nonce: &str,
+    history_size: usize,
+    epoch: &str,
+    channel: &str,
+) -> Vec<String> {
+    let idempotency = format!("rc:{{{}}}:k:{}:{key}", room.tag, room.name);
+    let size = history_size.to_string();
+    [
+        "EVAL",
+        SCRIPT,
+        "4",
+        &room.meta,
+        &room.history,
+        &idempotency,
+        channel,
+        data,
+        epoch,
+        &size,
+        "60000",
+        "120000",
+        "30000",
+        nonce,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 /// The ids of the room's history entries, oldest first.
@@ -252,30 +273,9 @@ fn a_room_that_lost_its_epoch_starts_a_new_one_from_offset_one() {
     publish(&run, &ticks, "old", "k", "a", 10);
     publish(&run, &ticks, "old", "k2", "a", 10);
     run(&["DEL", &ticks.meta]);
-    let args = |epoch: &str| -> Vec<String> {
-        [
-            "EVAL",
-            SCRIPT,
-            "4",
-            &ticks.meta,
-            &ticks.history,
-            "rc:{p3}:k:ticks:k",
-            &ticks.channel,
-            "new",
-            epoch,
-            "10",
-            "60000",
-            "120000",
-            "30000",
-            "b",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let args = args("f0f1f2f3f4f5f6f7");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run(&args);
+    let new_epoch = "f0f1f2f3f4f5f6f7";
+    let args = publish_args(&ticks, "new", "k", "b", 10, new_epoch, &ticks.channel);
+    let out = run(&strs(&args));
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         vec!["f0f1f2f3f4f5f6f7", "1", "0"]
@@ -571,7 +571,6 @@ fn in_a_three_master_cluster_a_room_lives_in_one_slot() {
         }
         panic!("the cluster stayed down")
     };
-    let mut owners = Vec::new();
     for tag in ["p0", "p42", "p127"] {
         let ticks = room(tag, "ticks");
         let slot = cli(seed, &["CLUSTER", "KEYSLOT", &ticks.meta]);
@@ -579,7 +578,6 @@ fn in_a_three_master_cluster_a_room_lives_in_one_slot() {
             assert_eq!(cli(seed, &["CLUSTER", "KEYSLOT", key]), slot);
         }
         let owner = slot_owner(seed, slot.parse().expect("a slot"));
-        owners.push(owner);
         let mut subscriber = Subscriber::start(owner, &ticks.channel);
         let published = publish(&run, &ticks, "x", "k", "a", 5);
         assert_eq!(published.offset, 1, "{tag}");
@@ -588,23 +586,8 @@ fn in_a_three_master_cluster_a_room_lives_in_one_slot() {
     }
     // A channel of another slot is refused: nothing half done.
     let ticks = room("p0", "ticks");
-    let stray = [
-        "EVAL",
-        SCRIPT,
-        "4",
-        &ticks.meta,
-        &ticks.history,
-        "rc:{p0}:k:ticks:k2",
-        "rc:{p42}:c:ticks",
-        "y",
-        EPOCH,
-        "5",
-        "60000",
-        "120000",
-        "30000",
-        "a",
-    ];
-    let refused = run(&stray);
+    let stray = publish_args(&ticks, "y", "k2", "a", 5, EPOCH, "rc:{p42}:c:ticks");
+    let refused = run(&strs(&stray));
     assert!(refused.contains("slot"), "{refused}");
     assert_eq!(history_ids(&run, &ticks), vec!["1-0"]);
 }
