@@ -312,6 +312,10 @@ settings! {
     tls_cert: String = String::new(), env "ROOMCAST_TLS_CERT", parse parse_text, shown "";
     /// PEM private key for `tls_cert`.
     tls_key: String = String::new(), env "ROOMCAST_TLS_KEY", parse parse_text, shown "";
+    /// Redis that makes this node one of a cluster: `redis://[user:pass@]host:port[/db]` (standalone) or `redis-cluster://host:port?node=host:port&node=...` (Redis Cluster); Redis 7.0 or newer. Empty: rooms live in this node's memory.
+    redis_url: String = String::new(), env "ROOMCAST_REDIS_URL", parse parse_text, shown "";
+    /// Time limit of every Redis command; past it the operation fails with error 110 (the node keeps reconnecting).
+    redis_command_timeout: Duration = Duration::from_secs(1), env "ROOMCAST_REDIS_COMMAND_TIMEOUT", parse parse_duration, shown "1s";
     /// Path of an echo endpoint for protocol conformance tests (Autobahn), through the same reader, writer and limits as `path` (empty: off).
     echo_path: String = String::new(), env "ROOMCAST_ECHO_PATH", parse parse_text, shown "";
 }
@@ -455,6 +459,19 @@ impl Config {
         }
         if self.outbound_max_messages == 0 {
             return invalid("outbound_max_messages", "must be at least 1");
+        }
+        if !self.redis_url.is_empty()
+            && !["redis://", "redis-cluster://"]
+                .iter()
+                .any(|scheme| self.redis_url.starts_with(scheme))
+        {
+            return invalid(
+                "redis_url",
+                "must start with redis:// (standalone) or redis-cluster:// (Redis Cluster)",
+            );
+        }
+        if self.redis_command_timeout.is_zero() {
+            return invalid("redis_command_timeout", "must be more than 0");
         }
         if self.jwt_secret.is_empty() != self.jwt_public_key.is_empty() {
             let needs_secret = self.jwt_algorithm == JwtAlgorithm::Hs256;

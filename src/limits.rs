@@ -81,6 +81,10 @@ pub mod close_code {
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     /// The connection's token expired and no `refresh` came in time.
     pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The room's order was lost by the engine's store (Redis restarted
+    /// without persistence, or a gap its history no longer holds): resume
+    /// with `recover` to learn whether anything was missed.
+    pub const ROOM_STATE_LOST: u16 = 4002;
 }
 
 /// Per-connection bounds, copied from the config.
@@ -170,3 +174,52 @@ pub(crate) const CLIENT_INCOMING_CAPACITY: usize = 256;
 /// The Rust client: how long `Client::close` waits for the server's close
 /// frame after sending its own.
 pub(crate) const CLIENT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The Redis engine: partitions rooms are spread over, each with its own
+/// hash tag (so its own slot). Bounds per-partition work (one SUNSUBSCRIBE
+/// per partition) however many rooms exist. Every node of a cluster must
+/// agree on it.
+pub(crate) const REDIS_PARTITIONS: usize = 128;
+
+/// The Redis engine: channel messages fred may hold for one core before
+/// the core reads them. Past it the receiver lags: the core then
+/// subscribes its rooms again and fills what it missed from history (the
+/// ring costs about 8 × this × 100 bytes per core: fred sizes all its
+/// notification channels alike).
+pub(crate) const REDIS_MESSAGE_CAPACITY: usize = 4096;
+
+/// The Redis engine: channel messages one room may hold while its feed
+/// waits for a gap to be filled from history; past it the newest are
+/// dropped, to be read from history in turn.
+pub(crate) const FILL_BUFFER_MAX: usize = 1024;
+
+/// The Redis engine: channel messages handled per turn of a core's driver,
+/// so a flood from Redis cannot starve the core's own connections.
+pub(crate) const REDIS_MESSAGES_PER_TURN: usize = 1024;
+
+/// The Redis engine: how long a room nobody on this node subscribes to any
+/// more stays subscribed in Redis, so churn (leave, join again) costs no
+/// round trip.
+pub(crate) const UNFOLLOW_DELAY: Duration = Duration::from_secs(2);
+
+/// The Redis engine: a presence entry its node stopped refreshing (the
+/// node died) is purged this long after the last refresh.
+pub(crate) const PRESENCE_TTL: Duration = Duration::from_secs(30);
+
+/// The Redis engine: how often a node refreshes its presence entries and
+/// the epochs of the rooms it follows.
+pub(crate) const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+
+/// The Redis engine: the life of the idempotency key a node gives a
+/// publish that came without one. It only has to outlive the client
+/// library's re-send of a command after a reconnect.
+pub(crate) const NODE_KEY_TTL: Duration = Duration::from_secs(10);
+
+/// The Redis engine: a room's epoch outlives its history and keys by this
+/// much, so a client resuming late is told `recovered: false` rather than
+/// meeting its old offsets under a new epoch.
+pub(crate) const META_TTL_MARGIN: Duration = Duration::from_secs(3600);
+
+/// The Redis engine: fred's reconnect delay grows from the first to the
+/// second, forever.
+pub(crate) const REDIS_RECONNECT_DELAY: (u32, u32) = (100, 2_000);

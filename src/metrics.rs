@@ -81,6 +81,14 @@ counters! {
     /// to whoever asked). Presence joins and leaves have no asker: this
     /// counter is the only trace of theirs.
     engine_failures,
+    /// Rooms whose order the engine lost (Redis lost their history or a gap
+    /// it no longer holds): their subscribers were closed with 4002.
+    rooms_lost,
+    /// Gaps in a room's feed from Redis filled from its history.
+    redis_gap_fills,
+    /// Times the Redis engine subscribed its rooms again and checked their
+    /// positions (a reconnect, a lagged receiver, a cluster change).
+    redis_resyncs,
 }
 
 /// Adds `n` to a counter.

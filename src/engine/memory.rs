@@ -10,7 +10,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 
-use super::{Answer, Engine, EngineConfig, EngineError, Op, Outcome, Published, Recovery, Ticket};
+use super::{
+    Answer, Engine, EngineConfig, EngineError, EngineEvent, Op, Outcome, Published, Recovery, Ticket,
+};
 use crate::protocol::{
     ClientInfo, Epoch, HistoryPage, HistoryQuery, IdempotencyKey, Offset, PresenceCounts,
     Publication, RoomName, StreamPosition,
@@ -146,7 +148,7 @@ impl Engine for MemoryEngine {
         })
     }
 
-    fn poll_answers(&mut self, _: &mut Context<'_>, _: &mut Vec<(Ticket, Outcome)>) -> Poll<()> {
+    fn poll(&mut self, _: &mut Context<'_>, _: &mut Vec<EngineEvent>) -> Poll<()> {
         Poll::Pending
     }
 

@@ -9,17 +9,30 @@
 //! (memory):
 //! * [`Engine::start`] begins an operation under a [`Ticket`] and returns
 //!   the answer when it has it already, or `None`;
-//! * [`Engine::poll_answers`] hands over answers that came later, in any
-//!   order;
+//! * [`Engine::poll`] hands over answers that came later, in any order,
+//!   and (for an engine whose rooms span nodes) the room's *feed*;
 //! * operations on one room **take effect in the order they were started**
 //!   (their answers may still come back in another order). The home relies
 //!   on this and on nothing else: it applies answers in each room's order
 //!   itself (see `router::home`).
 //!
+//! Where publications are delivered from depends on the engine
+//! ([`Delivery`]). The memory engine is the only writer of its rooms, so
+//! the home fans a publication out when its publish is answered. The Redis
+//! engine's rooms are written by every node, so every node delivers from
+//! the room's channel instead, in the one order Redis gave: the engine
+//! hands those publications over as [`Feed`] items, in offset order
+//! without gaps, and answers a room's `Position` and `Recover` in the
+//! room's start order, each with the position of the last feed item handed
+//! over before it. The home applies events in the order they come, so a
+//! core that hears `Interested(N)` got every delivery ≤ N before and gets
+//! every one > N after.
+//!
 //! An engine instance belongs to one core and is only asked about rooms
 //! whose home is that core, so it needs no locks.
 
 mod memory;
+pub(crate) mod redis;
 #[cfg(feature = "test-hooks")]
 pub(crate) mod slow;
 
@@ -29,8 +42,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::protocol::{
-    ClientInfo, ErrorCode, HistoryPage, HistoryQuery, IdempotencyKey, PresenceCounts, Publication,
-    RoomName, StreamPosition,
+    ClientInfo, ErrorCode, HistoryPage, HistoryQuery, IdempotencyKey, Offset, PresenceChange,
+    PresenceCounts, Publication, RoomName, StreamPosition,
 };
 use crate::rules::RoomPolicy;
 
@@ -129,7 +142,6 @@ pub(crate) enum EngineError {
     /// taken effect: a publish retried under its idempotency key is safe.
     /// (Made by the test engine today and by a networked engine next; the
     /// memory engine never times out.)
-    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     #[error("the room store did not answer in time")]
     Timeout,
 }
@@ -157,14 +169,52 @@ pub(crate) trait Engine {
     /// they are started.
     fn start(&mut self, ticket: Ticket, room: &RoomName, op: Op, now: Instant) -> Option<Outcome>;
 
-    /// Moves the outcomes that arrived since the last call into `out`, in
-    /// any order. Pending (and remembers the waker) when there are none.
-    fn poll_answers(&mut self, cx: &mut Context<'_>, out: &mut Vec<(Ticket, Outcome)>) -> Poll<()>;
+    /// Moves the outcomes and feed items that arrived since the last call
+    /// into `out`, in the order the home must apply them. Pending (and
+    /// remembers the waker) when there are none.
+    fn poll(&mut self, cx: &mut Context<'_>, out: &mut Vec<EngineEvent>) -> Poll<()>;
+
+    /// Where publications are delivered from.
+    fn delivery(&self) -> Delivery {
+        Delivery::OnAnswer
+    }
 
     /// Drops what has expired (history, idempotency keys) and forgets rooms
     /// that keep nothing and that `in_use` says nobody subscribes to; such a
     /// room comes back with a new epoch.
     fn sweep(&mut self, now: Instant, in_use: &dyn Fn(&RoomName) -> bool);
+}
+
+/// Where a home fans publications out from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// When the publish is answered: the engine is the room's only writer.
+    OnAnswer,
+    /// From the engine's [`Feed`]: publishes are only acked.
+    FromFeed,
+}
+
+/// What the engine hands the home.
+#[derive(Debug)]
+pub(crate) enum EngineEvent {
+    Answer(Ticket, Outcome),
+    Feed(RoomName, Feed),
+}
+
+/// One item of a room's feed, from whichever node wrote it.
+#[derive(Debug)]
+pub(crate) enum Feed {
+    /// The next publication: always the last one's offset + 1 in its epoch.
+    Publication { offset: Offset, data: Bytes },
+    /// A connection (on any node) joined or left the room's presence.
+    Presence {
+        change: PresenceChange,
+        info: ClientInfo,
+    },
+    /// The room's order was lost (the store lost it, or a gap history no
+    /// longer holds): its subscribers must resume, and deliveries go on
+    /// after `position`.
+    Lost { position: StreamPosition },
 }
 
 /// What an engine needs from the configuration.
@@ -201,14 +251,33 @@ pub(crate) enum EngineKind {
 }
 
 impl EngineKind {
-    /// A fresh engine for one core.
-    pub(crate) fn build(&self, config: EngineConfig) -> Box<dyn Engine> {
-        match self {
+    /// A fresh engine for core `core` of `node`: the Redis engine when
+    /// `redis_url` is set (connected, or the reason it cannot be), else
+    /// this kind.
+    pub(crate) async fn build(
+        &self,
+        node: &crate::node::Node,
+        core: usize,
+    ) -> Result<Box<dyn Engine>, redis::ConnectError> {
+        let config = EngineConfig::new(node.rooms.clone(), &node.config);
+        if !node.config.redis_url.is_empty() {
+            let settings = redis::RedisSettings {
+                url: node.config.redis_url.clone(),
+                command_timeout: node.config.redis_command_timeout,
+            };
+            let stats = crate::metrics::CoreStats::new(node.stats.clone(), core);
+            let origin = format!("{}:{core}", node.id);
+            let capacity = node.config.core_queue_capacity;
+            let engine =
+                redis::RedisEngine::connect(settings, config, origin, stats, capacity).await?;
+            return Ok(Box::new(engine));
+        }
+        Ok(match self {
             EngineKind::Memory => Box::new(MemoryEngine::new(config)),
             #[cfg(feature = "test-hooks")]
             EngineKind::Slow(options) => {
                 Box::new(slow::SlowEngine::new(MemoryEngine::new(config), options))
             }
-        }
+        })
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use super::{Engine, EngineError, MemoryEngine, Op, Outcome, Ticket};
+use super::{Engine, EngineError, EngineEvent, MemoryEngine, Op, Outcome, Ticket};
 use crate::protocol::RoomName;
 
 /// How slow, and whether available.
@@ -86,7 +86,7 @@ impl Engine for SlowEngine {
         None
     }
 
-    fn poll_answers(&mut self, cx: &mut Context<'_>, out: &mut Vec<(Ticket, Outcome)>) -> Poll<()> {
+    fn poll(&mut self, cx: &mut Context<'_>, out: &mut Vec<EngineEvent>) -> Poll<()> {
         loop {
             let now = Instant::now();
             let before = out.len();
@@ -94,7 +94,7 @@ impl Engine for SlowEngine {
             while i < self.held.len() {
                 if self.held[i].0 <= now {
                     let (_, ticket, outcome) = self.held.swap_remove(i);
-                    out.push((ticket, outcome));
+                    out.push(EngineEvent::Answer(ticket, outcome));
                 } else {
                     i += 1;
                 }

@@ -15,9 +15,7 @@ use foldhash::HashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::engine::{
-    Answer, Engine, EngineConfig, EngineKind, Op, Outcome as EngineOutcome, Recovery, Ticket,
-};
+use crate::engine::{Answer, Engine, EngineEvent, Op, Recovery};
 use crate::limits::{close_code, DRAIN_GRACE, DRAIN_POLL, DRIVER_BATCH, SWEEP_INTERVAL};
 use crate::metrics::{self, CoreCounters, CoreStats};
 use crate::node::Node;
@@ -44,8 +42,8 @@ pub(crate) struct Core {
     shard: RefCell<Shard>,
     home: RefCell<Home>,
     engine: RefCell<Box<dyn Engine>>,
-    /// Engine answers taken and not yet applied.
-    answers: RefCell<Vec<(Ticket, EngineOutcome)>>,
+    /// Engine answers and feed items taken and not yet applied.
+    answers: RefCell<Vec<EngineEvent>>,
     postbox: Postbox,
     members: RefCell<HashMap<ConnId, MemberEntry>>,
     waiters: Waiters,
@@ -60,14 +58,13 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Core `id`'s router, with a fresh engine of `engine`'s kind.
+    /// Core `id`'s router, with its own engine.
     pub(crate) fn new(
         id: CoreId,
         node: Arc<Node>,
         mailboxes: Arc<[Mailbox]>,
-        engine: &EngineKind,
+        engine: Box<dyn Engine>,
     ) -> Core {
-        let engine = engine.build(EngineConfig::new(node.rooms.clone(), &node.config));
         let stats = CoreStats::new(node.stats.clone(), id.0);
         Core {
             id,
@@ -75,6 +72,7 @@ impl Core {
             home: RefCell::new(Home::new(
                 node.rooms.clone(),
                 node.config.history_max_page,
+                engine.delivery(),
                 stats,
             )),
             engine: RefCell::new(engine),
@@ -327,17 +325,27 @@ impl Core {
         self.dispatch(out, now);
     }
 
-    /// Applies the engine answers that arrived.
+    /// Applies the engine answers and feed items that arrived, in order.
     fn apply_answers(&self) {
-        let answers = std::mem::take(&mut *self.answers.borrow_mut());
+        let mut answers = std::mem::take(&mut *self.answers.borrow_mut());
         if answers.is_empty() {
             return;
         }
         let mut out = self.scratch.take();
         {
             let mut home = self.home.borrow_mut();
-            for (ticket, outcome) in answers {
-                home.answer(ticket, outcome, &mut out);
+            for event in answers.drain(..) {
+                match event {
+                    EngineEvent::Answer(ticket, outcome) => home.answer(ticket, outcome, &mut out),
+                    EngineEvent::Feed(room, item) => home.feed(&room, item, &mut out),
+                }
+            }
+        }
+        // The vector goes back, keeping its capacity, unless more came meanwhile.
+        {
+            let mut slot = self.answers.borrow_mut();
+            if slot.is_empty() {
+                *slot = answers;
             }
         }
         self.dispatch(out, Instant::now().into_std());
@@ -399,6 +407,9 @@ impl Core {
                     .borrow_mut()
                     .deliver_presence(&room, &frames, now);
             }
+            FromHome::Lost { room, position } => {
+                self.shard.borrow_mut().lose(&room, position);
+            }
         }
     }
 
@@ -456,7 +467,7 @@ impl Core {
     /// Takes the engine answers that are in, registering `cx` for more.
     fn poll_engine(&self, cx: &mut Context<'_>) -> std::task::Poll<()> {
         let mut answers = self.answers.borrow_mut();
-        self.engine.borrow_mut().poll_answers(cx, &mut answers)
+        self.engine.borrow_mut().poll(cx, &mut answers)
     }
 
     /// The driver: drains this core's inboxes and its engine's answers

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use foldhash::HashMap;
 
-use crate::engine::{Answer, EngineError, Op, Outcome, Ticket};
+use crate::engine::{Answer, Delivery, EngineError, Feed, Op, Outcome, Ticket};
 use crate::metrics::{self, CoreStats};
 use crate::protocol::{
     self, frame, Ack, ClientInfo, IdempotencyKey, PresenceChange, RoomName, StreamPosition,
@@ -125,11 +125,19 @@ pub(crate) struct Home {
     next_ticket: u64,
     rooms: RoomPolicy,
     history_max_page: usize,
+    /// Whether publications and presence events are fanned out when their
+    /// step is answered, or when the engine's feed brings them.
+    delivery: Delivery,
     stats: CoreStats,
 }
 
 impl Home {
-    pub(crate) fn new(rooms: RoomPolicy, history_max_page: usize, stats: CoreStats) -> Home {
+    pub(crate) fn new(
+        rooms: RoomPolicy,
+        history_max_page: usize,
+        delivery: Delivery,
+        stats: CoreStats,
+    ) -> Home {
         Home {
             interest: HashMap::default(),
             outstanding: HashMap::default(),
@@ -137,6 +145,7 @@ impl Home {
             next_ticket: 1,
             rooms,
             history_max_page,
+            delivery,
             stats,
         }
     }
@@ -336,16 +345,51 @@ impl Home {
                     },
                 ));
             }
+            // With a feed, every node's joins and leaves arrive through it.
             Then::Join { info } => {
-                if let Ok(Answer::Joined(true)) = outcome {
+                if let (Ok(Answer::Joined(true)), Delivery::OnAnswer) = (outcome, self.delivery) {
                     self.presence_event(room, PresenceChange::Join, &info, out);
                 }
             }
             Then::Leave => {
-                if let Ok(Answer::Left(Some(info))) = outcome {
+                if let (Ok(Answer::Left(Some(info))), Delivery::OnAnswer) = (outcome, self.delivery)
+                {
                     self.presence_event(room, PresenceChange::Leave, &info, out);
                 }
             }
+        }
+    }
+
+    /// One item of a room's feed (engines that deliver from one): fanned
+    /// out to the cores with subscribers as a publication answered here
+    /// would be.
+    pub(crate) fn feed(&mut self, room: &RoomName, item: Feed, out: &mut Outbox) {
+        match item {
+            Feed::Publication { offset, data } => self.fan_out(room, offset, &data, out),
+            Feed::Presence { change, info } => self.presence_event(room, change, &info, out),
+            Feed::Lost { position } => {
+                metrics::add(&self.stats.counters().rooms_lost, 1);
+                let Some(interest) = self.interest.get(room) else {
+                    return;
+                };
+                for core in cores_of(interest).iter() {
+                    let (room, position) = (room.clone(), position.clone());
+                    out.push((core, FromHome::Lost { room, position }));
+                }
+            }
+        }
+    }
+
+    /// Sends one publication to the cores with subscribers, encoded once per
+    /// format somebody subscribes with.
+    fn fan_out(&self, room: &RoomName, offset: protocol::Offset, data: &[u8], out: &mut Outbox) {
+        if let Some(interest) = self.interest.get(room) {
+            let frames = frames_for(interest, |codec| frame::message(codec, room, offset, data));
+            send_to_each(cores_of(interest), frames, out, |frames| FromHome::Deliver {
+                room: room.clone(),
+                offset,
+                frames,
+            });
         }
     }
 
@@ -386,16 +430,8 @@ impl Home {
             metrics::add(&counters.duplicate_publishes, 1);
         } else {
             metrics::add(&counters.publishes, 1);
-            if let Some(interest) = self.interest.get(room) {
-                let frames =
-                    frames_for(interest, |codec| frame::message(codec, room, offset, data));
-                send_to_each(cores_of(interest), frames, out, |frames| {
-                    FromHome::Deliver {
-                        room: room.clone(),
-                        offset,
-                        frames,
-                    }
-                });
+            if self.delivery == Delivery::OnAnswer {
+                self.fan_out(room, offset, data, out);
             }
         }
         if reply_to.wants_success() {
@@ -529,7 +565,10 @@ mod tests {
             idempotency_window: Duration::from_secs(1),
             idempotency_max_keys: 10,
         });
-        (Home::new(policy(), 100, CoreStats::detached()), engine)
+        (
+            Home::new(policy(), 100, Delivery::OnAnswer, CoreStats::detached()),
+            engine,
+        )
     }
 
     /// Runs one step the way the driver does, with an engine that answers

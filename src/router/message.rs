@@ -98,6 +98,13 @@ pub(crate) enum FromHome {
     Reply { to: ReplyTo, outcome: Outcome },
     /// A join or leave event for subscribers that asked for them.
     PresenceEvent { room: RoomName, frames: Frames },
+    /// The room's order was lost (the engine's store lost it): its
+    /// subscribers here are closed so that they resume, and deliveries go
+    /// on after `position`.
+    Lost {
+        room: RoomName,
+        position: StreamPosition,
+    },
 }
 
 /// What a core's events inbox carries: both directions, each in its own

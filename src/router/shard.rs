@@ -30,9 +30,10 @@ use foldhash::HashMap;
 use tokio::sync::oneshot;
 
 use crate::engine::{EngineError, Recovery};
+use crate::limits::close_code;
 use crate::protocol::{frame, Ack, Offset, Reply, RequestId, RoomName, StreamPosition};
 
-use super::outbound::{LocalFrame, Outbound, Pushed};
+use super::outbound::{Closing, LocalFrame, Outbound, Pushed};
 use super::{ConnId, Format, Frames, PerFormat, RecoveryToken};
 
 /// A local subscriber: a connection and its outbound queue.
@@ -528,6 +529,39 @@ impl Shard {
             }
         }
         fanout
+    }
+
+    /// The room's order was lost: closes every active and recovering
+    /// subscriber here (4002, after what is queued), so each resumes and
+    /// learns whether it recovered; newcomers start after `position`.
+    /// Returns how many were closed.
+    pub(crate) fn lose(&mut self, room: &RoomName, lost_at: StreamPosition) -> usize {
+        let Some(local) = self.rooms.get_mut(room) else {
+            return 0;
+        };
+        let closing = Closing {
+            code: close_code::ROOM_STATE_LOST,
+            reason: "room state lost: resume with recover",
+            flush: true,
+        };
+        let mut closed = 0;
+        for (_, slot) in local.by_format.iter_mut() {
+            if let Some(Slot::Active {
+                position,
+                subscribers,
+                recovering,
+            }) = slot
+            {
+                *position = lost_at.clone();
+                let outbounds = subscribers.entries.iter().map(|s| &s.outbound);
+                let outbounds = outbounds.chain(recovering.entries.iter().map(|r| &r.subscriber.outbound));
+                for outbound in outbounds {
+                    outbound.close(closing.clone());
+                    closed += 1;
+                }
+            }
+        }
+        closed
     }
 
     /// Queues a join or leave event to the subscribers that asked for them.

@@ -217,7 +217,11 @@ impl CoreStart {
                 Ok(listener) => listener,
                 Err(error) => return failed(format!("cannot register its listener: {error}")),
             };
-            let core = Rc::new(Core::new(id, node, mailboxes, &options.engine));
+            let engine = match options.engine.build(&node, id.0).await {
+                Ok(engine) => engine,
+                Err(error) => return failed(error.to_string()),
+            };
+            let core = Rc::new(Core::new(id, node, mailboxes, engine));
             tokio::task::spawn_local(listener::accept(listener, core.clone()));
             tokio::task::spawn_local(core.clone().sweep());
             let _ = started.send(Ok(()));
