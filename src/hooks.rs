@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::engine::{Answer, Engine, EngineConfig, EngineKind, MemoryEngine};
+use crate::engine::{Answer, Delivery, Engine, EngineConfig, EngineKind, MemoryEngine};
 use crate::limits::{OutboundLimits, SlowConsumerPolicy};
 use crate::metrics::CoreStats;
 use crate::protocol::{frame, Codec, Offset, RequestId, RoomName, StreamPosition};
@@ -171,7 +171,7 @@ impl HomeBench {
         let room = RoomName::new(room).unwrap_or_else(|error| panic!("{room:?}: {error}"));
         let mut engine = MemoryEngine::new(EngineConfig::new(config.room_policy(), &config));
         let stats = CoreStats::detached();
-        let mut home = Home::new(config.room_policy(), 1_000, stats);
+        let mut home = Home::new(config.room_policy(), 1_000, Delivery::OnAnswer, stats);
         let formats = if both_codecs {
             [Format::MsgPack, Format::Proto]
         } else {

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 
 use super::{
-    Answer, Engine, EngineConfig, EngineError, EngineEvent, Op, Outcome, Published, Recovery, Ticket,
+    Answer, Engine, EngineConfig, EngineError, EngineEvent, Op, Outcome, Published, Recovery,
+    Ticket,
 };
 use crate::protocol::{
     ClientInfo, Epoch, HistoryPage, HistoryQuery, IdempotencyKey, Offset, PresenceCounts,

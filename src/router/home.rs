@@ -385,10 +385,12 @@ impl Home {
     fn fan_out(&self, room: &RoomName, offset: protocol::Offset, data: &[u8], out: &mut Outbox) {
         if let Some(interest) = self.interest.get(room) {
             let frames = frames_for(interest, |codec| frame::message(codec, room, offset, data));
-            send_to_each(cores_of(interest), frames, out, |frames| FromHome::Deliver {
-                room: room.clone(),
-                offset,
-                frames,
+            send_to_each(cores_of(interest), frames, out, |frames| {
+                FromHome::Deliver {
+                    room: room.clone(),
+                    offset,
+                    frames,
+                }
             });
         }
     }

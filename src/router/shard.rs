@@ -554,7 +554,8 @@ impl Shard {
             {
                 *position = lost_at.clone();
                 let outbounds = subscribers.entries.iter().map(|s| &s.outbound);
-                let outbounds = outbounds.chain(recovering.entries.iter().map(|r| &r.subscriber.outbound));
+                let outbounds =
+                    outbounds.chain(recovering.entries.iter().map(|r| &r.subscriber.outbound));
                 for outbound in outbounds {
                     outbound.close(closing.clone());
                     closed += 1;

@@ -170,7 +170,10 @@ mod tests {
         }
         assert!(used.iter().all(|&n| n > 100), "{used:?}");
         // Pinned: every node of every build must agree.
-        assert_eq!(jump_hash(fnv1a64(b"ticks.btc"), 128), partition(&room("ticks.btc")));
+        assert_eq!(
+            jump_hash(fnv1a64(b"ticks.btc"), 128),
+            partition(&room("ticks.btc"))
+        );
         assert_eq!(jump_hash(0, 1), 0);
         assert_eq!(jump_hash(256, 1024), 520);
     }

@@ -53,8 +53,8 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    Answer, Delivery, Engine, EngineConfig, EngineError, EngineEvent, Feed, Op, Outcome,
-    Published, Recovery, Ticket,
+    Answer, Delivery, Engine, EngineConfig, EngineError, EngineEvent, Feed, Op, Outcome, Published,
+    Recovery, Ticket,
 };
 use crate::limits::{
     FILL_BUFFER_MAX, META_TTL_MARGIN, NODE_KEY_TTL, PRESENCE_REFRESH, PRESENCE_TTL,
@@ -62,8 +62,7 @@ use crate::limits::{
 };
 use crate::metrics::{self, CoreStats};
 use crate::protocol::{
-    ClientInfo, Epoch, HistoryPage, HistoryQuery, Offset, PresenceCounts, RoomName,
-    StreamPosition,
+    ClientInfo, Epoch, HistoryPage, HistoryQuery, Offset, PresenceCounts, RoomName, StreamPosition,
 };
 use crate::rules::RoomOptions;
 
@@ -95,7 +94,9 @@ pub(crate) enum ConnectError {
 /// The URL with any password hidden, for messages.
 fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -139,7 +140,10 @@ enum Fill {
     /// The feed jumped from `after` to `upto + 1`.
     Gap { after: Offset, upto: Offset },
     /// A subscriber recovers; the room's feed is at `upto`.
-    Recovery { ticket: Ticket, upto: StreamPosition },
+    Recovery {
+        ticket: Ticket,
+        upto: StreamPosition,
+    },
 }
 
 /// What a started operation waits for before it can be answered.
@@ -236,7 +240,8 @@ impl RedisEngine {
             url: url.clone(),
             reason,
         };
-        let redis_config = RedisConfig::from_url(&settings.url).map_err(|e| unusable(e.to_string()))?;
+        let redis_config =
+            RedisConfig::from_url(&settings.url).map_err(|e| unusable(e.to_string()))?;
         let timeout = settings.command_timeout;
         let build = |broadcast_capacity: usize| {
             let mut builder = Builder::from_config(redis_config.clone());
@@ -285,14 +290,21 @@ impl RedisEngine {
             .unwrap_or("unknown")
             .trim()
             .to_owned();
-        let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
         if major < MIN_REDIS_MAJOR {
             let _ = commands.quit().await;
             let _ = subscriber.quit().await;
             return Err(ConnectError::TooOld { url, version });
         }
         let scripts = Scripts::new();
-        scripts.load(&commands).await.map_err(|e| unusable(e.to_string()))?;
+        scripts
+            .load(&commands)
+            .await
+            .map_err(|e| unusable(e.to_string()))?;
         Ok(RedisEngine {
             config,
             settings,
@@ -332,10 +344,7 @@ impl RedisEngine {
     /// leave in the order they are made.
     fn launch(&mut self, call: impl Future<Output = Done> + 'static) {
         let mut call: Running = Box::pin(call);
-        match call
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-        {
+        match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(done) => self.on_done(done),
             Poll::Pending => self.running.push(call),
         }
@@ -362,7 +371,12 @@ impl RedisEngine {
             None => (room.keys.idempotency(name, nonce.as_bytes()), NODE_KEY_TTL),
         };
         let options = room.options.clone();
-        let keys = vec![room.keys.meta.clone(), room.keys.stream.clone(), key, room.keys.channel.clone()];
+        let keys = vec![
+            room.keys.meta.clone(),
+            room.keys.stream.clone(),
+            key,
+            room.keys.channel.clone(),
+        ];
         let meta_ttl = self.meta_ttl(&options);
         let args = vec![
             Value::Bytes(data),
@@ -373,7 +387,8 @@ impl RedisEngine {
             Value::from(millis(key_ttl)),
             Value::from(nonce),
         ];
-        let (client, scripts, room) = (self.commands.clone(), self.scripts.clone(), name.detached());
+        let (client, scripts, room) =
+            (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
             let reply = scripts::run(&client, &scripts.publish, keys, args).await;
             let outcome = reply.map_err(engine_error).and_then(|value| {
@@ -391,7 +406,13 @@ impl RedisEngine {
         });
     }
 
-    fn start_history(&mut self, ticket: Ticket, name: &RoomName, query: HistoryQuery, max_page: usize) {
+    fn start_history(
+        &mut self,
+        ticket: Ticket,
+        name: &RoomName,
+        query: HistoryQuery,
+        max_page: usize,
+    ) {
         let room = self.room_entry(name);
         let limit = match query.limit {
             0 => max_page,
@@ -404,7 +425,8 @@ impl RedisEngine {
             Value::from(if query.reverse { "1" } else { "0" }),
             Value::from(millis(room.options.history_ttl)),
         ];
-        let (client, scripts, room) = (self.commands.clone(), self.scripts.clone(), name.detached());
+        let (client, scripts, room) =
+            (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
             let reply = scripts::run(&client, &scripts.history, keys, args).await;
             let outcome = reply.map_err(engine_error).and_then(|value| {
@@ -435,7 +457,8 @@ impl RedisEngine {
             Value::from(millis(PRESENCE_TTL)),
             Value::from(flag(room.options.join_leave)),
         ];
-        let (client, scripts, room) = (self.commands.clone(), self.scripts.clone(), name.detached());
+        let (client, scripts, room) =
+            (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
             let reply = scripts::run(&client, &scripts.join, keys, args).await;
             let outcome = reply
@@ -458,8 +481,12 @@ impl RedisEngine {
         }
         let room = self.room_entry(name);
         let keys = presence_keys(&room.keys);
-        let args = vec![Value::from(client_id), Value::from(flag(room.options.join_leave))];
-        let (client, scripts, room) = (self.commands.clone(), self.scripts.clone(), name.detached());
+        let args = vec![
+            Value::from(client_id),
+            Value::from(flag(room.options.join_leave)),
+        ];
+        let (client, scripts, room) =
+            (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
             let reply = scripts::run(&client, &scripts.leave, keys, args).await;
             let outcome = reply.map_err(engine_error).map(|entry| {
@@ -478,7 +505,8 @@ impl RedisEngine {
         let room = self.room_entry(name);
         let keys = presence_keys(&room.keys);
         let args = vec![Value::from(flag(room.options.join_leave))];
-        let (client, scripts, room) = (self.commands.clone(), self.scripts.clone(), name.detached());
+        let (client, scripts, room) =
+            (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
             let reply = scripts::run(&client, &scripts.presence, keys, args).await;
             let outcome = reply.map_err(engine_error).map(|entries| {
@@ -498,7 +526,8 @@ impl RedisEngine {
                         users: users.len() as u32,
                     });
                 }
-                clients.sort_by(|a, b| (a.joined_at_ms, &a.client).cmp(&(b.joined_at_ms, &b.client)));
+                clients
+                    .sort_by(|a, b| (a.joined_at_ms, &a.client).cmp(&(b.joined_at_ms, &b.client)));
                 Answer::Presence(clients)
             });
             Done::Answer {
@@ -538,12 +567,16 @@ impl RedisEngine {
         let Some(room) = self.rooms.get(name) else {
             return;
         };
-        let channel = std::str::from_utf8(&room.keys.channel).ok().map(str::to_owned);
+        let channel = std::str::from_utf8(&room.keys.channel)
+            .ok()
+            .map(str::to_owned);
         let (subscriber, room) = (self.subscriber.clone(), name.detached());
         self.launch(async move {
             let result = match channel {
                 Some(channel) => subscriber.ssubscribe(channel).await.map_err(engine_error),
-                None => Err(EngineError::Unavailable("room name is not a channel".into())),
+                None => Err(EngineError::Unavailable(
+                    "room name is not a channel".into(),
+                )),
             };
             Done::Subscribed {
                 room,
@@ -562,7 +595,8 @@ impl RedisEngine {
             Value::from(millis(self.meta_ttl(&room.options))),
             Value::from(Epoch::random().0),
         ];
-        let (client, scripts, room) = (self.commands.clone(), self.scripts.clone(), name.detached());
+        let (client, scripts, room) =
+            (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
             let reply = scripts::run(&client, &scripts.follow, keys, args).await;
             let result = reply
@@ -583,7 +617,8 @@ impl RedisEngine {
         };
         let keys = vec![room.keys.meta.clone(), room.keys.stream.clone()];
         let args = vec![Value::from(seen.0), Value::from(Epoch::random().0)];
-        let (client, scripts, room) = (self.commands.clone(), self.scripts.clone(), name.detached());
+        let (client, scripts, room) =
+            (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
             let reply = scripts::run(&client, &scripts.rebase, keys, args).await;
             let result = reply
@@ -613,7 +648,8 @@ impl RedisEngine {
             Value::from(to.0 as i64),
             Value::from(millis(room.options.history_ttl)),
         ];
-        let (client, scripts, room) = (self.commands.clone(), self.scripts.clone(), name.detached());
+        let (client, scripts, room) =
+            (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
             let reply = scripts::run(&client, &scripts.range, keys, args).await;
             let result = reply
@@ -737,7 +773,9 @@ impl RedisEngine {
                                     position: upto.clone(),
                                     missed,
                                 }),
-                                _ => Answer::Recovery(Recovery::Refused { position: upto.clone() }),
+                                _ => Answer::Recovery(Recovery::Refused {
+                                    position: upto.clone(),
+                                }),
                             }
                         });
                         if let Some(state) = self.rooms.get_mut(&room) {
@@ -890,8 +928,10 @@ impl RedisEngine {
         };
         if at.epoch == *epoch && offset == at.offset.next() {
             at.offset = offset;
-            self.events
-                .push(EngineEvent::Feed(name.clone(), Feed::Publication { offset, data }));
+            self.events.push(EngineEvent::Feed(
+                name.clone(),
+                Feed::Publication { offset, data },
+            ));
         }
     }
 
@@ -900,7 +940,10 @@ impl RedisEngine {
         let Some(follow) = self.rooms.get_mut(name).and_then(|r| r.follow.as_mut()) else {
             return;
         };
-        let Some(at) = follow.at.clone().filter(|_| follow.stage == Stage::Live && !follow.filling)
+        let Some(at) = follow
+            .at
+            .clone()
+            .filter(|_| follow.stage == Stage::Live && !follow.filling)
         else {
             hold(follow, epoch, offset, data);
             return;
@@ -999,7 +1042,12 @@ impl RedisEngine {
 
     /// Answers `ticket` now when nothing of the room waits before it,
     /// otherwise in its turn.
-    fn answer_in_turn(&mut self, ticket: Ticket, name: &RoomName, outcome: Outcome) -> Option<Outcome> {
+    fn answer_in_turn(
+        &mut self,
+        ticket: Ticket,
+        name: &RoomName,
+        outcome: Outcome,
+    ) -> Option<Outcome> {
         let room = self.room_entry(name);
         if room.queue.is_empty() {
             return Some(outcome);
@@ -1055,8 +1103,12 @@ impl RedisEngine {
             let room = self.room_entry(&name);
             let mut keys = presence_keys(&room.keys);
             keys[2] = room.keys.meta.clone();
-            let meta_ttl = room.options.history_ttl.max(self.config.idempotency_window) + META_TTL_MARGIN;
-            let mut args = vec![Value::from(millis(PRESENCE_TTL)), Value::from(millis(meta_ttl))];
+            let meta_ttl =
+                room.options.history_ttl.max(self.config.idempotency_window) + META_TTL_MARGIN;
+            let mut args = vec![
+                Value::from(millis(PRESENCE_TTL)),
+                Value::from(millis(meta_ttl)),
+            ];
             args.extend(clients.into_iter().map(Value::from));
             let (client, scripts) = (self.commands.clone(), self.scripts.clone());
             self.launch(async move {
@@ -1209,7 +1261,12 @@ impl Engine for RedisEngine {
                 .filter_map(|c| String::from_utf8(c.to_vec()).ok())
                 .collect();
             self.launch(async move {
-                Done::Background(subscriber.sunsubscribe(channels).await.map_err(engine_error))
+                Done::Background(
+                    subscriber
+                        .sunsubscribe(channels)
+                        .await
+                        .map_err(engine_error),
+                )
             });
         }
         if now.duration_since(self.last_refresh) >= PRESENCE_REFRESH {
