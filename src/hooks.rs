@@ -47,6 +47,12 @@ pub fn home_core(room: &str, workers: usize) -> usize {
     crate::router::home_core(&room, workers).0
 }
 
+/// The Redis Cluster slot of every key and the channel of `room`.
+pub fn redis_slot(room: &str) -> u16 {
+    let room = RoomName::new(room).unwrap_or_else(|error| panic!("{room:?}: {error}"));
+    fred::util::redis_keyslot(&crate::engine::redis::keys::RoomKeys::new(&room).meta)
+}
+
 /// Bounds no benchmark reaches: the slow-consumer policy never fires.
 fn unbounded() -> OutboundLimits {
     OutboundLimits {

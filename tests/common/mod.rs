@@ -14,6 +14,7 @@
 //! - [`protobuf`]: protobuf varints and fields written by hand.
 //! - [`process`]: running a program with a deadline.
 //! - [`tls`]: a self-signed certificate made with openssl.
+//! - [`node`]: a roomcast node as its own process, to kill or stall.
 //! - [`redis`]: real `redis-server` processes, standalone or a 3-master
 //!   cluster, on free ports.
 //!
@@ -22,6 +23,7 @@
 
 pub mod broker;
 pub mod jwt;
+pub mod node;
 pub mod msgpack;
 pub mod peer;
 pub mod process;

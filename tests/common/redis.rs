@@ -19,6 +19,7 @@ pub struct Redis {
     child: Child,
     pub port: u16,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl Redis {
@@ -38,18 +39,28 @@ impl Redis {
         let dir =
             std::env::temp_dir().join(format!("roomcast-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a directory for redis");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (scripts/test.sh installs it)");
-        let redis = Redis { child, port, dir };
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn(port, &dir, &args);
+        let redis = Redis {
+            child,
+            port,
+            dir,
+            args,
+        };
         redis.wait_until_ready();
         redis
+    }
+
+    /// Kills the server (SIGKILL) and keeps it down until [`Redis::revive`].
+    pub fn crash(&mut self) {
+        self.stop();
+    }
+
+    /// Starts the server again on the same port, with the same arguments,
+    /// in the same directory (so an append-only file is read back).
+    pub fn revive(&mut self) {
+        self.child = spawn(self.port, &self.dir, &self.args);
+        self.wait_until_ready();
     }
 
     /// `redis://127.0.0.1:port`.
@@ -89,6 +100,18 @@ impl Drop for Redis {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn spawn(port: u16, dir: &std::path::Path, args: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server runs (scripts/test.sh installs it)")
 }
 
 /// `redis-cli -p port args...`: its standard output, trimmed.
@@ -157,4 +180,58 @@ impl Cluster {
         }
         url
     }
+}
+
+impl Cluster {
+    /// The masters' ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+}
+
+/// Moves `slot` from the master that owns it to another, the way
+/// `redis-cli --cluster reshard` does: IMPORTING and MIGRATING, every key
+/// with MIGRATE, then the new owner announced to every master. Clients see
+/// ASK and MOVED redirections (and TRYAGAIN) meanwhile.
+pub fn migrate_slot(ports: &[u16], slot: u16) {
+    let id = |port: u16| cli(port, &["cluster", "myid"]);
+    let owner = *ports
+        .iter()
+        .find(|&&port| owns(port, slot))
+        .expect("some master owns the slot");
+    let target = *ports.iter().find(|&&p| p != owner).expect("another master");
+    let (slot_arg, owner_id, target_id) = (slot.to_string(), id(owner), id(target));
+    cli(target, &["cluster", "setslot", &slot_arg, "importing", &owner_id]);
+    cli(owner, &["cluster", "setslot", &slot_arg, "migrating", &target_id]);
+    loop {
+        let keys = cli(owner, &["cluster", "getkeysinslot", &slot_arg, "100"]);
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            break;
+        }
+        let target_port = target.to_string();
+        let mut migrate = vec!["migrate", "127.0.0.1", &target_port, "", "0", "5000", "keys"];
+        migrate.extend(keys);
+        let answer = cli(owner, &migrate);
+        assert!(answer.contains("OK") || answer.contains("NOKEY"), "MIGRATE: {answer}");
+    }
+    for &port in ports {
+        cli(port, &["cluster", "setslot", &slot_arg, "node", &target_id]);
+    }
+}
+
+/// Whether the master on `port` owns `slot` now.
+fn owns(port: u16, slot: u16) -> bool {
+    let nodes = cli(port, &["cluster", "nodes"]);
+    let Some(me) = nodes.lines().find(|line| line.contains("myself")) else {
+        return false;
+    };
+    me.split_whitespace().skip(8).any(|range| {
+        let mut bounds = range.split('-').map(|b| b.parse::<u16>().ok());
+        match (bounds.next().flatten(), bounds.next().flatten()) {
+            (Some(lo), Some(hi)) => (lo..=hi).contains(&slot),
+            (Some(single), None) => single == slot,
+            _ => false,
+        }
+    })
 }

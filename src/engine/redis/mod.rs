@@ -30,7 +30,7 @@
 //! docs/design/cluster.md has the research behind it (fred's pitfalls,
 //! the key layout, the failure semantics).
 
-mod keys;
+pub(crate) mod keys;
 mod payload;
 mod scripts;
 
