@@ -250,6 +250,8 @@ impl RedisEngine {
                     c.connection_timeout = timeout;
                     c.internal_command_timeout = timeout;
                     c.max_command_buffer_len = queue_capacity;
+                    // Redirections are the engine's to repeat: see `scripts::run`.
+                    c.max_redirections = 0;
                     c.tcp = TcpConfig {
                         nodelay: Some(true),
                         ..TcpConfig::default()
@@ -350,6 +352,11 @@ impl RedisEngine {
         }
     }
 
+    /// When a call started now must have its answer.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.settings.command_timeout
+    }
+
     fn meta_ttl(&self, options: &RoomOptions) -> Duration {
         options.history_ttl.max(self.config.idempotency_window) + META_TTL_MARGIN
     }
@@ -387,10 +394,11 @@ impl RedisEngine {
             Value::from(millis(key_ttl)),
             Value::from(nonce),
         ];
+        let give_up = self.deadline();
         let (client, scripts, room) =
             (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
-            let reply = scripts::run(&client, &scripts.publish, keys, args).await;
+            let reply = scripts::run(&client, &scripts.publish, keys, args, give_up).await;
             let outcome = reply.map_err(engine_error).and_then(|value| {
                 let (position, duplicate) = scripts::published(value).map_err(malformed)?;
                 Ok(Answer::Published(Published {
@@ -425,10 +433,11 @@ impl RedisEngine {
             Value::from(if query.reverse { "1" } else { "0" }),
             Value::from(millis(room.options.history_ttl)),
         ];
+        let give_up = self.deadline();
         let (client, scripts, room) =
             (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
-            let reply = scripts::run(&client, &scripts.history, keys, args).await;
+            let reply = scripts::run(&client, &scripts.history, keys, args, give_up).await;
             let outcome = reply.map_err(engine_error).and_then(|value| {
                 let (position, publications) = scripts::history(value).map_err(malformed)?;
                 Ok(Answer::History(HistoryPage {
@@ -457,10 +466,11 @@ impl RedisEngine {
             Value::from(millis(PRESENCE_TTL)),
             Value::from(flag(room.options.join_leave)),
         ];
+        let give_up = self.deadline();
         let (client, scripts, room) =
             (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
-            let reply = scripts::run(&client, &scripts.join, keys, args).await;
+            let reply = scripts::run(&client, &scripts.join, keys, args, give_up).await;
             let outcome = reply
                 .map_err(engine_error)
                 .map(|added| Answer::Joined(scripts::number(&added) == Some(1)));
@@ -485,10 +495,11 @@ impl RedisEngine {
             Value::from(client_id),
             Value::from(flag(room.options.join_leave)),
         ];
+        let give_up = self.deadline();
         let (client, scripts, room) =
             (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
-            let reply = scripts::run(&client, &scripts.leave, keys, args).await;
+            let reply = scripts::run(&client, &scripts.leave, keys, args, give_up).await;
             let outcome = reply.map_err(engine_error).map(|entry| {
                 let info = scripts::bytes(entry).and_then(|b| payload::decode_info(&b));
                 Answer::Left(info)
@@ -505,10 +516,11 @@ impl RedisEngine {
         let room = self.room_entry(name);
         let keys = presence_keys(&room.keys);
         let args = vec![Value::from(flag(room.options.join_leave))];
+        let give_up = self.deadline();
         let (client, scripts, room) =
             (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
-            let reply = scripts::run(&client, &scripts.presence, keys, args).await;
+            let reply = scripts::run(&client, &scripts.presence, keys, args, give_up).await;
             let outcome = reply.map_err(engine_error).map(|entries| {
                 let mut clients: Vec<ClientInfo> = entries
                     .into_array()
@@ -595,10 +607,11 @@ impl RedisEngine {
             Value::from(millis(self.meta_ttl(&room.options))),
             Value::from(Epoch::random().0),
         ];
+        let give_up = self.deadline();
         let (client, scripts, room) =
             (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
-            let reply = scripts::run(&client, &scripts.follow, keys, args).await;
+            let reply = scripts::run(&client, &scripts.follow, keys, args, give_up).await;
             let result = reply
                 .map_err(engine_error)
                 .and_then(|v| scripts::followed(v).map_err(malformed));
@@ -617,10 +630,11 @@ impl RedisEngine {
         };
         let keys = vec![room.keys.meta.clone(), room.keys.stream.clone()];
         let args = vec![Value::from(seen.0), Value::from(Epoch::random().0)];
+        let give_up = self.deadline();
         let (client, scripts, room) =
             (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
-            let reply = scripts::run(&client, &scripts.rebase, keys, args).await;
+            let reply = scripts::run(&client, &scripts.rebase, keys, args, give_up).await;
             let result = reply
                 .map_err(engine_error)
                 .and_then(|v| scripts::followed(v).map_err(malformed));
@@ -648,10 +662,11 @@ impl RedisEngine {
             Value::from(to.0 as i64),
             Value::from(millis(room.options.history_ttl)),
         ];
+        let give_up = self.deadline();
         let (client, scripts, room) =
             (self.commands.clone(), self.scripts.clone(), name.detached());
         self.launch(async move {
-            let reply = scripts::run(&client, &scripts.range, keys, args).await;
+            let reply = scripts::run(&client, &scripts.range, keys, args, give_up).await;
             let result = reply
                 .map_err(engine_error)
                 .and_then(|v| scripts::range(v).map_err(malformed));
@@ -1110,9 +1125,10 @@ impl RedisEngine {
                 Value::from(millis(meta_ttl)),
             ];
             args.extend(clients.into_iter().map(Value::from));
+            let give_up = self.deadline();
             let (client, scripts) = (self.commands.clone(), self.scripts.clone());
             self.launch(async move {
-                let reply = scripts::run(&client, &scripts.refresh, keys, args).await;
+                let reply = scripts::run(&client, &scripts.refresh, keys, args, give_up).await;
                 Done::Background(reply.map(drop).map_err(engine_error))
             });
         }

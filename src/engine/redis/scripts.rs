@@ -61,9 +61,15 @@ impl Scripts {
     }
 }
 
-/// Runs `script`. A server that lost its scripts (restarted, or a new
-/// primary after a failover) answers NOSCRIPT having run nothing: the
-/// script is loaded again and the call repeated once.
+/// Runs `script`, repeating it while the answer says it did not run:
+///
+/// * NOSCRIPT: the server lost its scripts (restarted, or a new primary
+///   after a failover): they are loaded again;
+/// * TRYAGAIN, ASK, MOVED: the room's slot is moving between masters of a
+///   Redis Cluster. fred follows no redirection for us (its ASKING path
+///   reads a reply off a pipelined connection, and would take another
+///   command's); it learns the new owner from a MOVED, and the call is
+///   repeated every [`SLOT_RETRY`] until `give_up`.
 ///
 /// The command is queued on the first poll of the returned future (fred
 /// sends before its first real wait), which is what keeps a room's
@@ -73,18 +79,38 @@ pub(crate) async fn run(
     script: &Script,
     keys: Vec<Bytes>,
     args: Vec<Value>,
+    give_up: tokio::time::Instant,
 ) -> Result<Value, RedisError> {
     let keys: Vec<fred::types::Key> = keys.into_iter().map(Into::into).collect();
-    match client
-        .evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
-        .await
-    {
-        Err(error) if error.details().starts_with("NOSCRIPT") => {
+    let mut loaded = false;
+    loop {
+        let call = client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone());
+        let error = match call.await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        if error.details().starts_with("NOSCRIPT") && !loaded {
             script.load(client).await?;
-            client.evalsha(script.sha1().clone(), keys, args).await
+            loaded = true;
+        } else if slot_moving(&error) && tokio::time::Instant::now() + SLOT_RETRY < give_up {
+            tokio::time::sleep(SLOT_RETRY).await;
+        } else {
+            return Err(error);
         }
-        other => other,
     }
+}
+
+/// How soon a call refused during a slot migration is repeated.
+const SLOT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Whether the command was refused, unrun, because its slot is moving.
+pub(crate) fn slot_moving(error: &RedisError) -> bool {
+    let details = error.details();
+    details.starts_with("TRYAGAIN")
+        || details.starts_with("ASK")
+        || details.starts_with("MOVED")
+        || *error.kind() == fred::error::ErrorKind::Routing
+        || *error.kind() == fred::error::ErrorKind::Cluster
 }
 
 /// A reply that is not the shape its script returns: a bug, or another
