@@ -333,3 +333,57 @@ fn a_node_that_cannot_reach_redis_does_not_start_and_names_the_setting() {
         .to_string();
     assert!(error.contains("redis_url=redis://127.0.0.1:"), "{error}");
 }
+
+/// A server that speaks just enough RESP to say it is Redis 6.2.
+fn old_redis() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut line = String::new();
+                // Each command: `*N`, then N pairs of `$len` and the argument.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    let count: usize = line.trim_start_matches('*').trim().parse().unwrap_or(0);
+                    let mut words = Vec::new();
+                    for _ in 0..count * 2 {
+                        line.clear();
+                        let _ = reader.read_line(&mut line);
+                        words.push(line.trim().to_owned());
+                    }
+                    let command = words.get(1).map(|w| w.to_ascii_uppercase());
+                    let answer = if command.as_deref() == Some("INFO") {
+                        let info = "# Server\r\nredis_version:6.2.0\r\n";
+                        format!("${}\r\n{info}\r\n", info.len())
+                    } else {
+                        "+OK\r\n".to_owned()
+                    };
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_redis_older_than_7_is_refused_with_its_version() {
+    let config = Config {
+        redis_url: format!("redis://127.0.0.1:{}", old_redis()),
+        ..broker::config()
+    };
+    let error = roomcast::Server::start(config)
+        .err()
+        .expect("Redis 6.2 has no sharded pub/sub")
+        .to_string();
+    assert!(
+        error.contains("is Redis 6.2.0; roomcast needs 7.0 or newer"),
+        "{error}"
+    );
+}

@@ -64,7 +64,11 @@ impl std::fmt::Debug for Seen {
 /// Reads publications until `until` offset arrives, the connection ends,
 /// or `wait` passes without a frame.
 async fn watch(peer: &mut Peer, until: u64, wait: Duration, seen: &mut Seen) {
-    while seen.messages.last().is_none_or(|(offset, _)| *offset < until) {
+    while seen
+        .messages
+        .last()
+        .is_none_or(|(offset, _)| *offset < until)
+    {
         let frame = match peer.ws.next_frame(wait).await {
             Ok(frame) => frame,
             Err(_) => {
@@ -104,14 +108,22 @@ async fn resume(addr: std::net::SocketAddr, name: &str, from: StreamPosition) ->
 /// Offsets exactly once, in order, from 1.
 fn assert_contiguous(messages: &[(u64, Vec<u8>)], what: &str) {
     for (n, (offset, _)) in messages.iter().enumerate() {
-        assert_eq!(*offset, n as u64 + 1, "{what}: offsets exactly once, in order");
+        assert_eq!(
+            *offset,
+            n as u64 + 1,
+            "{what}: offsets exactly once, in order"
+        );
     }
 }
 
 async fn publish_acked(peer: &mut Peer, name: &str, range: std::ops::Range<u64>) -> Vec<u64> {
     let mut offsets = Vec::new();
     for n in range {
-        offsets.push(ack(peer.request(keyed(name, format!("m{n}"))).await).offset.0);
+        offsets.push(
+            ack(peer.request(keyed(name, format!("m{n}"))).await)
+                .offset
+                .0,
+        );
     }
     offsets
 }
@@ -123,7 +135,14 @@ async fn publish_acked(peer: &mut Peer, name: &str, range: std::ops::Range<u64>)
 /// recover.
 async fn redis_restart(persistent: bool) {
     let args: &[&str] = if persistent {
-        &["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
     } else {
         &["--save", "", "--appendonly", "no"]
     };
@@ -132,7 +151,10 @@ async fn redis_restart(persistent: bool) {
     let mut subscriber = Peer::connect(b.addr, Codec::Proto).await;
     let start = ack(subscriber.request(ClientOp::subscribe(room("feed"))).await);
     let mut publisher = Peer::connect(a.addr, Codec::MsgPack).await;
-    assert_eq!(publish_acked(&mut publisher, "feed", 1..6).await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        publish_acked(&mut publisher, "feed", 1..6).await,
+        vec![1, 2, 3, 4, 5]
+    );
     let mut seen = Seen::default();
     watch(&mut subscriber, 5, Duration::from_secs(5), &mut seen).await;
     assert_contiguous(&seen.messages, "before the outage");
@@ -172,7 +194,13 @@ async fn redis_restart(persistent: bool) {
     } else {
         // The room's history died with Redis: its subscribers are closed
         // (4002) and, resuming, told they did not recover.
-        watch(&mut subscriber, u64::MAX, Duration::from_secs(15), &mut seen).await;
+        watch(
+            &mut subscriber,
+            u64::MAX,
+            Duration::from_secs(15),
+            &mut seen,
+        )
+        .await;
         assert_eq!(seen.closed, Some(Some(ROOM_STATE_LOST)), "{seen:?}");
         let from = StreamPosition {
             epoch: start.epoch.clone(),
@@ -182,10 +210,23 @@ async fn redis_restart(persistent: bool) {
         assert!(!answer.recovered, "the history is gone");
         assert_ne!(answer.epoch, start.epoch, "a new epoch for a new history");
         let next = retry_until_acked(&mut publisher, "feed", "after").await;
-        assert_eq!(next.offset.0, answer.offset.0 + 1, "the new history goes on");
+        assert_eq!(
+            next.offset.0,
+            answer.offset.0 + 1,
+            "the new history goes on"
+        );
         let mut again = Seen::default();
-        watch(&mut resumed, next.offset.0, Duration::from_secs(10), &mut again).await;
-        assert_eq!(again.messages.last().map(|m| m.1.clone()), Some(b"after".to_vec()));
+        watch(
+            &mut resumed,
+            next.offset.0,
+            Duration::from_secs(10),
+            &mut again,
+        )
+        .await;
+        assert_eq!(
+            again.messages.last().map(|m| m.1.clone()),
+            Some(b"after".to_vec())
+        );
     }
 }
 
@@ -221,11 +262,18 @@ async fn redis_restarting_without_persistence_tells_subscribers_they_did_not_rec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_clients_resume_on_another_with_every_acked_publication_once() {
     let redis = Redis::start();
-    let args = ["--history-size", "10000", "--redis-command-timeout", "500ms"];
+    let args = [
+        "--history-size",
+        "10000",
+        "--redis-command-timeout",
+        "500ms",
+    ];
     let mut doomed = NodeProcess::start(&redis.url(), &args);
     let survivor = NodeProcess::start(&redis.url(), &args);
     let mut subscriber = Peer::connect(doomed.addr, Codec::Proto).await;
-    let start = ack(subscriber.request(ClientOp::subscribe(room("steady"))).await);
+    let start = ack(subscriber
+        .request(ClientOp::subscribe(room("steady")))
+        .await);
     let mut on_doomed = Peer::connect(doomed.addr, Codec::MsgPack).await;
     let mut on_survivor = Peer::connect(survivor.addr, Codec::MsgPack).await;
 
@@ -234,7 +282,9 @@ async fn a_killed_node_s_clients_resume_on_another_with_every_acked_publication_
     let mut doomed_alive = true;
     for n in 0..400u64 {
         let data = format!("s{n}");
-        let offset = ack(on_survivor.request(keyed("steady", data.clone())).await).offset.0;
+        let offset = ack(on_survivor.request(keyed("steady", data.clone())).await)
+            .offset
+            .0;
         acked.insert(offset, data.into_bytes());
         if n == 200 {
             doomed.kill();
@@ -247,7 +297,9 @@ async fn a_killed_node_s_clients_resume_on_another_with_every_acked_publication_
             }
         }
     }
-    let last = ack(on_survivor.request(keyed("steady", "last".into())).await).offset.0;
+    let last = ack(on_survivor.request(keyed("steady", "last".into())).await)
+        .offset
+        .0;
 
     // The subscriber read what reached it before the kill, then resumes.
     let mut seen = Seen::default();
@@ -266,7 +318,10 @@ async fn a_killed_node_s_clients_resume_on_another_with_every_acked_publication_
     assert_eq!(seen.messages.len() as u64, last);
     for (offset, data) in &seen.messages {
         if let Some(expected) = acked.get(offset) {
-            assert_eq!(data, expected, "offset {offset} carries what was acked for it");
+            assert_eq!(
+                data, expected,
+                "offset {offset} carries what was acked for it"
+            );
         }
     }
     for offset in acked.keys() {
@@ -290,7 +345,14 @@ async fn a_stalled_node_does_not_slow_the_others_and_its_subscribers_catch_up_or
     // Its subscriber may take the whole backlog at once when it wakes.
     let stalled = NodeProcess::start(
         &redis.url(),
-        &["--history-size", "10000", "--outbound-max-bytes", "4194304"],
+        &[
+            "--history-size",
+            "10000",
+            "--outbound-max-bytes",
+            "33554432",
+            "--outbound-max-messages",
+            "100000",
+        ],
     );
     let mut fast = Peer::connect(healthy.addr, Codec::MsgPack).await;
     let mut slow = Peer::connect(stalled.addr, Codec::MsgPack).await;
@@ -299,16 +361,27 @@ async fn a_stalled_node_does_not_slow_the_others_and_its_subscribers_catch_up_or
     let mut publisher = Peer::connect(healthy.addr, Codec::Proto).await;
 
     stalled.pause();
-    let payload = "x".repeat(1000);
+    // More than the kernel's socket buffers hold, so Redis sees it stall.
+    let (payload, count) = ("x".repeat(2000), 4000u64);
+    // The healthy node's subscriber reads all along, as a live viewer does.
+    let reader = tokio::spawn(async move {
+        let mut seen = Seen::default();
+        watch(&mut fast, count, Duration::from_secs(10), &mut seen).await;
+        seen
+    });
     let mut last = 0;
-    for n in 0..600 {
+    for n in 0..count {
         let op = ClientOp::publish(room("tele"), Bytes::from(format!("{n}:{payload}")));
         last = ack(publisher.request(op).await).offset.0;
     }
-    // The healthy node's subscriber has everything while the other sleeps.
-    let mut fast_seen = Seen::default();
-    watch(&mut fast, last, Duration::from_secs(5), &mut fast_seen).await;
-    assert_eq!(fast_seen.messages.len() as u64, last, "the stall slowed no one else");
+    let fast_seen = reader.await.expect("the reader");
+    assert_eq!(last, count);
+    assert_eq!(fast_seen.closed, None, "{fast_seen:?}");
+    assert_eq!(
+        fast_seen.messages.len() as u64,
+        last,
+        "the stall slowed no one else"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     stalled.resume();
 
@@ -322,11 +395,26 @@ async fn a_stalled_node_does_not_slow_the_others_and_its_subscribers_catch_up_or
             offset: Offset(slow_seen.messages.last().map_or(0, |m| m.0)),
         };
         let (mut resumed, answer) = resume(stalled.addr, "tele", from).await;
-        assert!(answer.recovered, "history still holds all 600");
+        assert!(answer.recovered, "history still holds all 4000");
         watch(&mut resumed, last, Duration::from_secs(10), &mut slow_seen).await;
     }
     assert_contiguous(&slow_seen.messages, "the stalled node's subscriber");
-    assert_eq!(slow_seen.messages.len() as u64, last, "caught up, without a gap");
+    assert_eq!(
+        slow_seen.messages.len() as u64,
+        last,
+        "caught up, without a gap"
+    );
+    // And it did fall out of Redis: Redis dropped its subscription, and the
+    // node subscribed again and filled the gap from history.
+    let stats =
+        common::ws::http_request(stalled.addr, b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let counters: serde_json::Value =
+        serde_json::from_str(stats.split("\r\n\r\n").nth(1).unwrap_or("{}")).expect("JSON stats");
+    assert!(counters["redis_resyncs"].as_u64() >= Some(1), "{counters}");
+    assert!(
+        counters["redis_gap_fills"].as_u64() >= Some(1),
+        "{counters}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,7 +453,11 @@ async fn moving_a_hot_room_s_slot_between_masters_loses_nothing_that_was_acked()
     watch(&mut subscriber, last, Duration::from_secs(15), &mut seen).await;
     assert_eq!(seen.closed, None, "{seen:?}");
     assert_contiguous(&seen.messages, "across the slot migration");
-    assert_eq!(seen.messages.len(), acked.len(), "each publish exactly once");
+    assert_eq!(
+        seen.messages.len(),
+        acked.len(),
+        "each publish exactly once"
+    );
     for (offset, data) in &seen.messages {
         assert_eq!(Some(data), acked.get(offset));
     }

@@ -23,8 +23,8 @@
 
 pub mod broker;
 pub mod jwt;
-pub mod node;
 pub mod msgpack;
+pub mod node;
 pub mod peer;
 pub mod process;
 pub mod protobuf;

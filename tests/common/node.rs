@@ -16,7 +16,14 @@ impl NodeProcess {
     /// returns once it prints where it listens.
     pub fn start(redis_url: &str, extra: &[&str]) -> NodeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["--listen", "127.0.0.1:0", "--workers", "2", "--pin-cores", "false"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--pin-cores",
+                "false",
+            ])
             .args(["--redis-url", redis_url])
             .args(extra)
             .env("RUST_LOG", "warn")

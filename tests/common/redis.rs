@@ -201,8 +201,14 @@ pub fn migrate_slot(ports: &[u16], slot: u16) {
         .expect("some master owns the slot");
     let target = *ports.iter().find(|&&p| p != owner).expect("another master");
     let (slot_arg, owner_id, target_id) = (slot.to_string(), id(owner), id(target));
-    cli(target, &["cluster", "setslot", &slot_arg, "importing", &owner_id]);
-    cli(owner, &["cluster", "setslot", &slot_arg, "migrating", &target_id]);
+    cli(
+        target,
+        &["cluster", "setslot", &slot_arg, "importing", &owner_id],
+    );
+    cli(
+        owner,
+        &["cluster", "setslot", &slot_arg, "migrating", &target_id],
+    );
     loop {
         let keys = cli(owner, &["cluster", "getkeysinslot", &slot_arg, "100"]);
         let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
@@ -210,10 +216,21 @@ pub fn migrate_slot(ports: &[u16], slot: u16) {
             break;
         }
         let target_port = target.to_string();
-        let mut migrate = vec!["migrate", "127.0.0.1", &target_port, "", "0", "5000", "keys"];
+        let mut migrate = vec![
+            "migrate",
+            "127.0.0.1",
+            &target_port,
+            "",
+            "0",
+            "5000",
+            "keys",
+        ];
         migrate.extend(keys);
         let answer = cli(owner, &migrate);
-        assert!(answer.contains("OK") || answer.contains("NOKEY"), "MIGRATE: {answer}");
+        assert!(
+            answer.contains("OK") || answer.contains("NOKEY"),
+            "MIGRATE: {answer}"
+        );
     }
     for &port in ports {
         cli(port, &["cluster", "setslot", &slot_arg, "node", &target_id]);

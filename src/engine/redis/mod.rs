@@ -377,7 +377,7 @@ impl RedisEngine {
             Some(key) => (room.keys.idempotency(name, key.as_bytes()), window),
             None => (room.keys.idempotency(name, nonce.as_bytes()), NODE_KEY_TTL),
         };
-        let options = room.options.clone();
+        let options = room.options;
         let keys = vec![
             room.keys.meta.clone(),
             room.keys.stream.clone(),
@@ -1147,7 +1147,7 @@ fn hold(follow: &mut Follow, epoch: Epoch, offset: Offset, data: Bytes) {
 impl Engine for RedisEngine {
     fn start(&mut self, ticket: Ticket, name: &RoomName, op: Op, now: Instant) -> Option<Outcome> {
         let room = self.room_entry(name);
-        let options = room.options.clone();
+        let options = room.options;
         let not_enabled = |what| {
             Err(EngineError::NotEnabled {
                 room: name.to_string(),

@@ -84,7 +84,8 @@ pub(crate) async fn run(
     let keys: Vec<fred::types::Key> = keys.into_iter().map(Into::into).collect();
     let mut loaded = false;
     loop {
-        let call = client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone());
+        let call =
+            client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone());
         let error = match call.await {
             Ok(value) => return Ok(value),
             Err(error) => error,
