@@ -21,7 +21,8 @@
 //!    (a state machine that completes each room's steps in order), and the
 //!    shard of local subscribers (fan-out into outbound queues).
 //! 6. `engine`: sequencing, history, idempotency and presence behind an
-//!    asynchronous-capable, fallible trait (in memory now; Redis next), with
+//!    asynchronous-capable, fallible trait (in memory, or in Redis shared by
+//!    every node of a cluster, delivering from the room's channel), with
 //!    per-room options from `rules`.
 //! 7. `metrics`: the per-core counters.
 //! 8. [`client`]: an async Rust client that survives reconnects.

@@ -164,7 +164,7 @@ impl EngineError {
 /// A room's state store, as its home core sees it.
 pub(crate) trait Engine {
     /// Begins `op` on `room`. Returns the outcome when it is known at once;
-    /// otherwise the outcome comes later from [`Engine::poll_answers`] under
+    /// otherwise the outcome comes later from [`Engine::poll`] under
     /// the same ticket. Operations on one room take effect in the order
     /// they are started.
     fn start(&mut self, ticket: Ticket, room: &RoomName, op: Op, now: Instant) -> Option<Outcome>;
