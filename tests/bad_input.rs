@@ -355,6 +355,40 @@ async fn http_answers_before_the_upgrade() {
     );
 }
 
+/// RFC 6455 §4.2.2: a client speaking another version (or none) is told,
+/// in a `Sec-WebSocket-Version` header, the one this server speaks, so it
+/// can retry with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_in_another_websocket_version_is_told_which_one_we_speak() {
+    let broker = Broker::start();
+    let without_version = |version: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{version}\r\n"
+        )
+    };
+    for (case, request) in [
+        ("version 8", without_version("Sec-WebSocket-Version: 8\r\n")),
+        (
+            "version 14",
+            without_version("Sec-WebSocket-Version: 14\r\n"),
+        ),
+        ("no version", without_version("")),
+    ] {
+        let answer = http_request(broker.addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{case}: {answer}");
+        let versions: Vec<&str> = answer
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-version")
+                    .then_some(value.trim())
+            })
+            .collect();
+        assert_eq!(versions, ["13"], "{case}: {answer}");
+    }
+    assert_eq!(broker.server().stats().handshakes_rejected, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_that_never_completes_is_dropped_at_the_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
