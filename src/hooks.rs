@@ -47,6 +47,15 @@ pub fn home_core(room: &str, workers: usize) -> usize {
     crate::router::home_core(&room, workers).0
 }
 
+/// Every reason a refused token can be given (the 401 body, or error 108
+/// after `refresh refused: `), as the broker words it.
+pub fn token_refusal_reasons() -> Vec<String> {
+    crate::auth::TokenError::every()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// Bounds no benchmark reaches: the slow-consumer policy never fires.
 fn unbounded() -> OutboundLimits {
     OutboundLimits {
