@@ -510,18 +510,25 @@ impl Verifier {
 pub(crate) const TOKEN_SUBPROTOCOL_PREFIX: &str = "roomcast.jwt.";
 
 /// Finds the token of a handshake: `Authorization: Bearer`, then the `token`
-/// query parameter, then a `roomcast.jwt.` subprotocol entry.
+/// query parameter, then a `roomcast.jwt.` subprotocol entry; the first
+/// place that is there is the one used (docs/SECURITY.md §5).
 pub(crate) fn token_from_request<B>(req: &hyper::Request<B>) -> Option<String> {
     use hyper::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
-    // Another scheme (e.g. Basic, for a proxy) does not hide a token
-    // given in the query or a subprotocol entry.
+    // Another scheme (Basic credentials for a proxy or a gate in front,
+    // which browsers repeat by themselves and a page cannot take off) is
+    // not a place for our token: it does not hide the query or the
+    // subprotocol entry. A Bearer header with nothing after the scheme is
+    // still the place, and its empty token is refused.
     let bearer = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
     if bearer.is_some() {
         return bearer;
     }
@@ -734,6 +741,11 @@ mod tests {
                 Some(("authorization", "Basic dXNlcg=="))
             )),
             Some("q.r.s".into())
+        );
+        // A Bearer header does, even an empty one.
+        assert_eq!(
+            token_from_request(&req("/ws?token=q.r.s", Some(("authorization", "Bearer")))),
+            Some(String::new())
         );
     }
 }

@@ -752,3 +752,61 @@ async fn every_documented_refusal_reason_is_the_one_the_broker_gives() {
         assert_eq!(answer.as_deref(), Some(reason));
     }
 }
+
+/// docs/SECURITY.md §5: an `Authorization` header of another scheme (a
+/// proxy's or a staging gate's `Basic` credentials, which a browser repeats
+/// by itself) is not where our token goes, so it hides neither the query
+/// nor the subprotocol entry. A `Bearer` header is the first place, though:
+/// whatever it holds is the token, and the other places are not looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxys_basic_credentials_do_not_hide_the_token_elsewhere() {
+    let broker = Broker::start_with(secured());
+    let good = token_for("ann", json!({"sub": ["*"]}));
+    let forged = sign(
+        Algorithm::HS256,
+        &json!({"sub": "ann", "exp": now() + 60}),
+        "another secret",
+    );
+    let basic = "Authorization: Basic YWxpY2U6b3BlbnNlc2FtZQ==\r\n";
+    let entry = |token: &str| {
+        format!("Sec-WebSocket-Protocol: roomcast.v1.msgpack, roomcast.jwt.{token}\r\n")
+    };
+    let answer = |path: String, extra: String| {
+        let request = handshake(&path, &extra);
+        async move { http_request(broker.addr, request.as_bytes()).await }
+    };
+
+    let in_query = answer(format!("/ws?token={good}"), basic.into()).await;
+    assert!(in_query.starts_with("HTTP/1.1 101"), "{in_query}");
+    let in_entry = answer("/ws".into(), format!("{basic}{}", entry(&good))).await;
+    assert!(in_entry.starts_with("HTTP/1.1 101"), "{in_entry}");
+    // What is found behind the Basic header is checked in full.
+    let forged_in_query = answer(format!("/ws?token={forged}"), basic.into()).await;
+    assert_eq!(
+        refusal(&forged_in_query),
+        Some("token signature, algorithm or format is invalid")
+    );
+    let basic_alone = answer("/ws".into(), basic.into()).await;
+    assert_eq!(refusal(&basic_alone), Some("a token is required"));
+
+    // A Bearer header, whatever it holds, is the token: a good one in the
+    // query does not rescue a bad one there, nor an empty one.
+    for bearer_header in [
+        bearer(&forged),
+        "Authorization: Bearer\r\n".to_owned(),
+        format!("authorization: bEaReR {forged}\r\n"),
+    ] {
+        let shadowed = answer(format!("/ws?token={good}"), bearer_header.clone()).await;
+        assert_eq!(
+            refusal(&shadowed),
+            Some("token signature, algorithm or format is invalid"),
+            "{bearer_header:?}: {shadowed}"
+        );
+    }
+    let scheme_in_any_case =
+        answer("/ws".into(), format!("authorization: BEARER {good}\r\n")).await;
+    assert!(
+        scheme_in_any_case.starts_with("HTTP/1.1 101"),
+        "{scheme_in_any_case}"
+    );
+}
