@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::broker::{config, next, Broker};
 use common::msgpack::{envelope, map, text, uint};
-use common::ws::{frame, handshake, header_only_64, http_request, RawWs};
+use common::ws::{frame, handshake, header_only_64, http_request, unmasked, RawFrame, RawWs};
 use roomcast::protocol::{ClientOp, ClientRequest, Codec, RequestId, RoomName, ServerEvent};
 
 fn subscribe(id: u64, room: &str) -> Vec<u8> {
@@ -127,6 +127,110 @@ async fn frames_that_break_the_protocol_close_with_the_documented_code() {
         Some(1009),
         "reassembled message over the limit"
     );
+}
+
+/// The frames the server sends until its close frame, and that close's code
+/// (`None` if the connection ends without one).
+async fn frames_until_close(ws: &mut RawWs) -> (Vec<RawFrame>, Option<u16>) {
+    let mut before = Vec::new();
+    while let Some(frame) = ws.read_frame().await {
+        if frame.opcode == 0x8 {
+            return (before, frame.close_code());
+        }
+        before.push(frame);
+    }
+    (before, None)
+}
+
+/// RFC 6455 §5.1: a client masks every frame, and a server MUST close the
+/// connection when one is not masked. The frame is refused from its second
+/// byte, before its length or payload is looked at: whatever else it
+/// carries, nothing of it is acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmasked_client_frame_is_closed_with_1002_and_never_acted_on() {
+    let broker = Broker::start_with(small_limits());
+    let mut header_only = unmasked(0x82, &[0; 100]);
+    header_only.truncate(2);
+    let mut inside_a_message = frame(0x02, &subscribe(1, "frag")[..3]);
+    inside_a_message.extend(unmasked(0x80, &subscribe(1, "frag")[3..]));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a subscribe", unmasked(0x82, &subscribe(1, "unmasked"))),
+        ("a ping", unmasked(0x89, b"are you there")),
+        ("a close", unmasked(0x88, &1000u16.to_be_bytes())),
+        ("a frame with a 16-bit length", unmasked(0x82, &[0xc1; 300])),
+        ("a frame over max_message_size", unmasked(0x82, &[0; 2000])),
+        ("a text frame", unmasked(0x81, b"hi")),
+        ("a header whose payload never comes", header_only),
+        ("the last fragment of a message", inside_a_message),
+    ];
+    for (case, bytes) in &cases {
+        let mut ws = RawWs::connect(broker.addr, "").await;
+        ws.send_bytes(bytes).await;
+        let (before, close) = frames_until_close(&mut ws).await;
+        assert_eq!(close, Some(1002), "{case}");
+        assert!(before.is_empty(), "{case}: answered {before:?}");
+        assert!(ws.ends_within(Duration::from_secs(5)).await, "{case}");
+    }
+    // Written right behind the handshake, before the 101 is read.
+    let mut ws = RawWs::open_with_early(broker.addr, "", &unmasked(0x82, &subscribe(1, "early")))
+        .await
+        .unwrap();
+    assert_eq!(frames_until_close(&mut ws).await, (Vec::new(), Some(1002)));
+    let closes = u64::try_from(cases.len()).unwrap() + 1;
+    assert_eq!(broker.server().stats().protocol_closes, closes);
+}
+
+/// The frames a client sent ahead of an unmasked one, in the same write,
+/// are served as usual; the unmasked one ends the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_ahead_of_an_unmasked_one_are_served_then_the_connection_closes() {
+    let broker = Broker::start_with(small_limits());
+    let mut ws = RawWs::connect(broker.addr, "").await;
+    let mut bytes = frame(0x82, &subscribe(1, "ahead"));
+    bytes.extend(frame(0x89, b"ping ahead"));
+    bytes.extend(unmasked(0x82, &subscribe(2, "behind")));
+    bytes.extend(frame(0x82, &subscribe(3, "after")));
+    ws.send_bytes(&bytes).await;
+    let (before, close) = frames_until_close(&mut ws).await;
+    assert_eq!(close, Some(1002));
+    let replies: Vec<Option<RequestId>> = before
+        .iter()
+        .filter(|f| f.opcode == 0x2)
+        .map(
+            |f| match Codec::MsgPack.decode_server(&Bytes::from(f.payload.clone())) {
+                Ok(ServerEvent::Reply(reply)) => Some(reply.id),
+                _ => None,
+            },
+        )
+        .collect();
+    assert_eq!(
+        replies,
+        [Some(RequestId(1))],
+        "only the masked request ahead"
+    );
+    assert!(
+        before
+            .iter()
+            .any(|f| f.opcode == 0xA && f.payload == b"ping ahead"),
+        "the ping ahead is answered: {before:?}"
+    );
+}
+
+/// The echo endpoint reads frames through the same reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_endpoint_closes_on_an_unmasked_frame_too() {
+    let broker = Broker::start_with(roomcast::Config {
+        path: "/broker".into(),
+        echo_path: "/ws".into(),
+        ..config()
+    });
+    let mut ws = RawWs::connect(broker.addr, "").await;
+    ws.send_bytes(&frame(0x82, b"masked")).await;
+    ws.send_bytes(&unmasked(0x82, b"unmasked")).await;
+    let (before, close) = frames_until_close(&mut ws).await;
+    assert_eq!(close, Some(1002));
+    let echoed: Vec<&[u8]> = before.iter().map(|f| f.payload.as_slice()).collect();
+    assert_eq!(echoed, [b"masked"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
