@@ -517,9 +517,11 @@ fn changed(base: &Value, set: Value, remove: &[&str]) -> String {
     token(claims)
 }
 
-/// The user tells the broker who they are with `sub`; the empty user id is
-/// anonymous connections' (SECURITY.md §4), so a token must name a user, in
-/// whichever of the three places it travels.
+/// A token says who its holder is with `sub`, and the empty user id is
+/// anonymous connections' (SECURITY.md §4): a token must name a user, in
+/// whichever of the three places it travels. The claims that say what the
+/// user may do (`role`, `rooms`) are refused, with their name, when they
+/// have the wrong type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_names_no_user_is_refused_wherever_it_is_carried() {
     let broker = Broker::start_with(secured());
