@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::rules::Glob;
 
@@ -63,7 +64,8 @@ pub enum KeyError {
 }
 
 /// Why a token was refused. The text goes into the 401 body and the error
-/// reply of a refresh; it never contains the token.
+/// reply of a refresh; it never contains the token. docs/SECURITY.md §4
+/// lists every one of them (and `tests/security.rs` keeps the two in step).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TokenError {
     #[error("a token is required")]
@@ -76,10 +78,121 @@ pub(crate) enum TokenError {
     Invalid,
     #[error("token issuer or audience is not accepted")]
     WrongParty,
-    #[error("token lacks a required claim (exp, sub, and iss/aud when configured)")]
-    MissingClaim,
+    /// Absent, or not of the type RFC 7519 gives it (the library checks
+    /// presence and type together).
+    #[error("token lacks a required claim ({0})")]
+    MissingClaim(RequiredClaim),
+    /// Present but of the wrong type.
+    #[error("token claim {0} is malformed")]
+    MalformedClaim(OptionalClaim),
+    /// A `sub` that names no user: the empty user id is anonymous
+    /// connections', so presence and `refresh` would take this token's
+    /// holder for one of them (and a whitespace-only id, printed, looks
+    /// the same).
+    #[error("token sub is empty or only whitespace")]
+    BlankUser,
     #[error("token is for another user")]
     OtherUser,
+}
+
+impl TokenError {
+    /// Every refusal there is, for the test that keeps the list of reasons
+    /// in docs/SECURITY.md in step with this enum.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn every() -> Vec<TokenError> {
+        use TokenError::*;
+        let mut every = vec![
+            Missing,
+            Expired,
+            NotYetValid,
+            Invalid,
+            WrongParty,
+            BlankUser,
+            OtherUser,
+        ];
+        every.extend(RequiredClaim::ALL.map(MissingClaim));
+        every.extend(OptionalClaim::ALL.map(MalformedClaim));
+        // A variant added to the enum breaks this match, which leads here:
+        // list it above too.
+        for error in &every {
+            match error {
+                Missing | Expired | NotYetValid | Invalid | WrongParty | MissingClaim(_)
+                | MalformedClaim(_) | BlankUser | OtherUser => {}
+            }
+        }
+        every
+    }
+}
+
+/// A claim a token must carry: `exp` and `sub` always, `iss` and `aud`
+/// when the node checks them. Without `sub` a token would share anonymous
+/// connections' empty user id; without `iss` or `aud` it would pass those
+/// checks by leaving the claim out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequiredClaim {
+    Exp,
+    Sub,
+    Iss,
+    Aud,
+}
+
+impl RequiredClaim {
+    const ALL: [RequiredClaim; 4] = [
+        RequiredClaim::Exp,
+        RequiredClaim::Sub,
+        RequiredClaim::Iss,
+        RequiredClaim::Aud,
+    ];
+
+    /// The claim's name in a token.
+    fn name(self) -> &'static str {
+        match self {
+            RequiredClaim::Exp => "exp",
+            RequiredClaim::Sub => "sub",
+            RequiredClaim::Iss => "iss",
+            RequiredClaim::Aud => "aud",
+        }
+    }
+
+    /// The claim jsonwebtoken names in `MissingRequiredClaim`.
+    fn from_name(name: &str) -> Option<RequiredClaim> {
+        RequiredClaim::ALL
+            .into_iter()
+            .find(|claim| claim.name() == name)
+    }
+}
+
+impl std::fmt::Display for RequiredClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A claim a token may leave out, but that must have its type when present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OptionalClaim {
+    Nbf,
+    Role,
+    Rooms,
+}
+
+impl OptionalClaim {
+    #[cfg(any(test, feature = "test-hooks"))]
+    const ALL: [OptionalClaim; 3] = [
+        OptionalClaim::Nbf,
+        OptionalClaim::Role,
+        OptionalClaim::Rooms,
+    ];
+}
+
+impl std::fmt::Display for OptionalClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptionalClaim::Nbf => "nbf",
+            OptionalClaim::Role => "role",
+            OptionalClaim::Rooms => "rooms",
+        })
+    }
 }
 
 /// `role` may be one string or a list.
@@ -102,17 +215,74 @@ struct RoomClaims {
     presence: Vec<String>,
 }
 
+/// The claims roomcast reads, each kept as JSON until [`Claims::identity`]
+/// checks it. Typed fields would fail the whole payload's deserialization,
+/// which jsonwebtoken does before its own checks: a wrong type would then
+/// be refused as an unreadable token, without the claim's name, and ahead
+/// of expiry. Absent and `null` read as `Value::Null`.
 #[derive(Debug, Deserialize)]
 struct Claims {
     #[serde(default)]
-    sub: String,
-    /// Required: the validation refuses a token without it.
+    sub: Value,
     #[serde(default)]
-    exp: u64,
+    exp: Value,
     #[serde(default)]
-    rooms: RoomClaims,
+    role: Value,
     #[serde(default)]
-    role: Option<OneOrMany>,
+    rooms: Value,
+}
+
+impl Claims {
+    /// The identity these claims prove, once jsonwebtoken has checked the
+    /// signature, the presence and type of the required claims, and the times.
+    fn identity(self, leeway: Duration) -> Result<Identity, TokenError> {
+        let Value::String(user) = self.sub else {
+            return Err(TokenError::MissingClaim(RequiredClaim::Sub));
+        };
+        if user.trim().is_empty() {
+            return Err(TokenError::BlankUser);
+        }
+        let exp = numeric_date(&self.exp).ok_or(TokenError::MissingClaim(RequiredClaim::Exp))?;
+        let roles = match self.role {
+            Value::Null => Vec::new(),
+            role => match serde_json::from_value(role) {
+                Ok(OneOrMany::One(role)) => vec![role],
+                Ok(OneOrMany::Many(roles)) => roles,
+                Err(_) => return Err(TokenError::MalformedClaim(OptionalClaim::Role)),
+            },
+        };
+        let rooms: RoomClaims = match self.rooms {
+            Value::Null => RoomClaims::default(),
+            rooms => serde_json::from_value(rooms)
+                .map_err(|_| TokenError::MalformedClaim(OptionalClaim::Rooms))?,
+        };
+        let globs = |patterns: Vec<String>| patterns.iter().map(|p| Glob::new(p)).collect();
+        Ok(Identity {
+            user,
+            roles,
+            grants: Grants::Patterns {
+                subscribe: globs(rooms.sub),
+                publish: globs(rooms.publish),
+                presence: globs(rooms.presence),
+            },
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(exp) + leeway),
+        })
+    }
+}
+
+/// A NumericDate (RFC 7519 §2) read as jsonwebtoken reads it for its
+/// checks: whole seconds, a fraction rounded, so the connection's deadline
+/// is the `exp` that was checked.
+fn numeric_date(value: &Value) -> Option<u64> {
+    let Value::Number(number) = value else {
+        return None;
+    };
+    number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f.round() as u64)
+    })
 }
 
 /// What an operation needs permission for.
@@ -169,7 +339,8 @@ impl Grants {
 /// A connection's identity, from its token (or anonymous).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Identity {
-    /// The token's `sub`; empty for anonymous connections.
+    /// The token's `sub`; empty for anonymous connections, which is why
+    /// [`Verifier::verify`] refuses a token whose `sub` is blank.
     pub user: String,
     pub roles: Vec<String>,
     pub grants: Grants,
@@ -286,16 +457,14 @@ impl Verifier {
             }
         };
         let mut validation = Validation::new(algorithm);
-        // `sub` is the user: without it a token would share anonymous
-        // connections' empty user id. `iss` and `aud` must be present when
-        // they are checked, or a token could pass by leaving them out.
-        let mut required = vec!["exp", "sub"];
+        let mut required = vec![RequiredClaim::Exp, RequiredClaim::Sub];
         if !config.issuer.is_empty() {
-            required.push("iss");
+            required.push(RequiredClaim::Iss);
         }
         if !config.audience.is_empty() {
-            required.push("aud");
+            required.push(RequiredClaim::Aud);
         }
+        let required: Vec<&str> = required.into_iter().map(RequiredClaim::name).collect();
         validation.set_required_spec_claims(&required);
         validation.validate_exp = true;
         validation.validate_nbf = true;
@@ -323,26 +492,16 @@ impl Verifier {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongParty,
-                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                ErrorKind::MissingRequiredClaim(name) => RequiredClaim::from_name(name)
+                    .map_or(TokenError::Invalid, TokenError::MissingClaim),
+                // `exp` never gets here: one that does not parse is missing.
+                ErrorKind::InvalidClaimFormat(name) if name == "nbf" => {
+                    TokenError::MalformedClaim(OptionalClaim::Nbf)
+                }
                 _ => TokenError::Invalid,
             },
         )?;
-        let claims = data.claims;
-        let globs = |patterns: Vec<String>| patterns.iter().map(|p| Glob::new(p)).collect();
-        Ok(Identity {
-            user: claims.sub,
-            roles: match claims.role {
-                None => Vec::new(),
-                Some(OneOrMany::One(role)) => vec![role],
-                Some(OneOrMany::Many(roles)) => roles,
-            },
-            grants: Grants::Patterns {
-                subscribe: globs(claims.rooms.sub),
-                publish: globs(claims.rooms.publish),
-                presence: globs(claims.rooms.presence),
-            },
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway),
-        })
+        data.claims.identity(self.leeway)
     }
 }
 
@@ -351,18 +510,25 @@ impl Verifier {
 pub(crate) const TOKEN_SUBPROTOCOL_PREFIX: &str = "roomcast.jwt.";
 
 /// Finds the token of a handshake: `Authorization: Bearer`, then the `token`
-/// query parameter, then a `roomcast.jwt.` subprotocol entry.
+/// query parameter, then a `roomcast.jwt.` subprotocol entry; the first
+/// place that is there is the one used (docs/SECURITY.md §5).
 pub(crate) fn token_from_request<B>(req: &hyper::Request<B>) -> Option<String> {
     use hyper::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
-    // Another scheme (e.g. Basic, for a proxy) does not hide a token
-    // given in the query or a subprotocol entry.
+    // Another scheme (Basic credentials for a proxy or a gate in front,
+    // which browsers repeat by themselves and a page cannot take off) is
+    // not a place for our token: it does not hide the query or the
+    // subprotocol entry. A Bearer header with nothing after the scheme is
+    // still the place, and its empty token is refused.
     let bearer = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
     if bearer.is_some() {
         return bearer;
     }
@@ -455,7 +621,7 @@ mod tests {
         let no_exp = json!({"sub": "ann", "iss": "roomcast-tests"});
         assert_eq!(
             verifier.verify(&sign(no_exp, "s3cret")),
-            Err(TokenError::MissingClaim)
+            Err(TokenError::MissingClaim(RequiredClaim::Exp))
         );
         let string_exp =
             json!({"sub": "ann", "exp": format!("{}", now() - 60), "iss": "roomcast-tests"});
@@ -479,13 +645,22 @@ mod tests {
         let anonymous = json!({"exp": now() + 60, "iss": "roomcast-tests"});
         assert_eq!(
             verifier.verify(&sign(anonymous, "s3cret")),
-            Err(TokenError::MissingClaim)
+            Err(TokenError::MissingClaim(RequiredClaim::Sub))
         );
+        // Nor with one that names nobody.
+        for blank in ["", " ", "\t\u{a0}\n"] {
+            let anonymous = json!({"sub": blank, "exp": now() + 60, "iss": "roomcast-tests"});
+            assert_eq!(
+                verifier.verify(&sign(anonymous, "s3cret")),
+                Err(TokenError::BlankUser),
+                "sub {blank:?}"
+            );
+        }
         // An issuer is configured: leaving `iss` out does not get around it.
         let no_issuer = json!({"sub": "ann", "exp": now() + 60});
         assert_eq!(
             verifier.verify(&sign(no_issuer, "s3cret")),
-            Err(TokenError::MissingClaim)
+            Err(TokenError::MissingClaim(RequiredClaim::Iss))
         );
     }
 
@@ -566,6 +741,11 @@ mod tests {
                 Some(("authorization", "Basic dXNlcg=="))
             )),
             Some("q.r.s".into())
+        );
+        // A Bearer header does, even an empty one.
+        assert_eq!(
+            token_from_request(&req("/ws?token=q.r.s", Some(("authorization", "Bearer")))),
+            Some(String::new())
         );
     }
 }

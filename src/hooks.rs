@@ -53,6 +53,15 @@ pub fn redis_slot(room: &str) -> u16 {
     fred::util::redis_keyslot(&crate::engine::redis::keys::RoomKeys::new(&room).meta)
 }
 
+/// Every reason a refused token can be given (the 401 body, or error 108
+/// after `refresh refused: `), as the broker words it.
+pub fn token_refusal_reasons() -> Vec<String> {
+    crate::auth::TokenError::every()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// Bounds no benchmark reaches: the slow-consumer policy never fires.
 fn unbounded() -> OutboundLimits {
     OutboundLimits {

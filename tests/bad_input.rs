@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::broker::{config, next, Broker};
 use common::msgpack::{envelope, map, text, uint};
-use common::ws::{frame, handshake, header_only_64, http_request, RawWs};
+use common::ws::{frame, handshake, header_only_64, http_request, unmasked, RawFrame, RawWs};
 use roomcast::protocol::{ClientOp, ClientRequest, Codec, RequestId, RoomName, ServerEvent};
 
 fn subscribe(id: u64, room: &str) -> Vec<u8> {
@@ -127,6 +127,100 @@ async fn frames_that_break_the_protocol_close_with_the_documented_code() {
         Some(1009),
         "reassembled message over the limit"
     );
+}
+
+/// The frames the server sends until its close frame, and that close's code
+/// (`None` if the connection ends without one).
+async fn frames_until_close(ws: &mut RawWs) -> (Vec<RawFrame>, Option<u16>) {
+    let mut before = Vec::new();
+    while let Some(frame) = ws.read_frame().await {
+        if frame.opcode == 0x8 {
+            return (before, frame.close_code());
+        }
+        before.push(frame);
+    }
+    (before, None)
+}
+
+/// RFC 6455 §5.1: a client masks every frame, and a server MUST close the
+/// connection when one is not masked. The frame is refused from its second
+/// byte, before its length or payload is looked at: whatever else it
+/// carries, nothing of it is acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmasked_client_frame_is_closed_with_1002_and_never_acted_on() {
+    let broker = Broker::start_with(small_limits());
+    let mut header_only = unmasked(0x82, &[0; 100]);
+    header_only.truncate(2);
+    let mut inside_a_message = frame(0x02, &subscribe(1, "frag")[..3]);
+    inside_a_message.extend(unmasked(0x80, &subscribe(1, "frag")[3..]));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a subscribe", unmasked(0x82, &subscribe(1, "unmasked"))),
+        ("a ping", unmasked(0x89, b"are you there")),
+        ("a close", unmasked(0x88, &1000u16.to_be_bytes())),
+        ("a frame with a 16-bit length", unmasked(0x82, &[0xc1; 300])),
+        ("a frame over max_message_size", unmasked(0x82, &[0; 2000])),
+        ("a text frame", unmasked(0x81, b"hi")),
+        ("a header whose payload never comes", header_only),
+        ("the last fragment of a message", inside_a_message),
+    ];
+    for (case, bytes) in &cases {
+        let mut ws = RawWs::connect(broker.addr, "").await;
+        ws.send_bytes(bytes).await;
+        let (before, close) = frames_until_close(&mut ws).await;
+        assert_eq!(close, Some(1002), "{case}");
+        assert!(before.is_empty(), "{case}: answered {before:?}");
+        assert!(ws.ends_within(Duration::from_secs(5)).await, "{case}");
+    }
+    // Written right behind the handshake, before the 101 is read.
+    let mut ws = RawWs::open_with_early(broker.addr, "", &unmasked(0x82, &subscribe(1, "early")))
+        .await
+        .unwrap();
+    assert_eq!(frames_until_close(&mut ws).await, (Vec::new(), Some(1002)));
+    let closes = u64::try_from(cases.len()).unwrap() + 1;
+    assert_eq!(broker.server().stats().protocol_closes, closes);
+}
+
+/// The frames a client sent ahead of an unmasked one, in the same write,
+/// are acted on as usual; the unmasked one and everything behind it are
+/// not. (Replies still queued for the client when the close comes are
+/// dropped with the connection, as for any protocol error, so a watcher
+/// of the room tells what was published.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_ahead_of_an_unmasked_one_are_served_and_none_behind_it() {
+    let broker = Broker::start_with(small_limits());
+    let mut watcher = broker.client(Codec::MsgPack).await;
+    let start = watcher.subscribe("mask.watch").await.unwrap().offset;
+    let mut ws = RawWs::connect(broker.addr, "").await;
+    let mut bytes = frame(0x82, &publish(0, "mask.watch", b"ahead"));
+    bytes.extend(unmasked(0x82, &publish(0, "mask.watch", b"unmasked")));
+    bytes.extend(frame(0x82, &publish(0, "mask.watch", b"behind")));
+    ws.send_bytes(&bytes).await;
+    assert_eq!(ws.expect_close().await, Some(1002));
+    let publisher = broker.client(Codec::MsgPack).await;
+    publisher
+        .publish("mask.watch", b"marker".to_vec())
+        .await
+        .unwrap();
+    for (n, data) in [&b"ahead"[..], b"marker"].into_iter().enumerate() {
+        let message = next(&mut watcher).await;
+        assert_eq!(message.offset.0, start.0 + n as u64 + 1);
+        assert_eq!(&message.data[..], data);
+    }
+}
+
+/// The echo endpoint reads frames through the same reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_endpoint_closes_on_an_unmasked_frame_too() {
+    let broker = Broker::start_with(roomcast::Config {
+        path: "/broker".into(),
+        echo_path: "/ws".into(),
+        ..config()
+    });
+    let mut ws = RawWs::connect(broker.addr, "").await;
+    ws.send_bytes(&frame(0x82, b"masked")).await;
+    assert_eq!(ws.read_binary().await.as_deref(), Some(&b"masked"[..]));
+    ws.send_bytes(&unmasked(0x82, b"unmasked")).await;
+    assert_eq!(frames_until_close(&mut ws).await, (Vec::new(), Some(1002)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,6 +447,40 @@ async fn http_answers_before_the_upgrade() {
         stats.starts_with("HTTP/1.1 200") && stats.contains("\"deliveries\""),
         "{stats}"
     );
+}
+
+/// RFC 6455 §4.2.2: a client speaking another version (or none) is told,
+/// in a `Sec-WebSocket-Version` header, the one this server speaks, so it
+/// can retry with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_in_another_websocket_version_is_told_which_one_we_speak() {
+    let broker = Broker::start();
+    let without_version = |version: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{version}\r\n"
+        )
+    };
+    for (case, request) in [
+        ("version 8", without_version("Sec-WebSocket-Version: 8\r\n")),
+        (
+            "version 14",
+            without_version("Sec-WebSocket-Version: 14\r\n"),
+        ),
+        ("no version", without_version("")),
+    ] {
+        let answer = http_request(broker.addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{case}: {answer}");
+        let versions: Vec<&str> = answer
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-version")
+                    .then_some(value.trim())
+            })
+            .collect();
+        assert_eq!(versions, ["13"], "{case}: {answer}");
+    }
+    assert_eq!(broker.server().stats().handshakes_rejected, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

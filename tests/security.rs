@@ -444,3 +444,371 @@ async fn the_rust_client_carries_its_token_and_refreshes_it() {
         "{denied:?}"
     );
 }
+
+// ---------------------------------------------------------------- refusal reasons
+
+/// Where a handshake carries its token (docs/SECURITY.md §5).
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Header,
+    Query,
+    Subprotocol,
+}
+
+impl Place {
+    const ALL: [Place; 3] = [Place::Header, Place::Query, Place::Subprotocol];
+
+    /// The whole answer (head and body) to a handshake carrying `token` here.
+    async fn answer(self, broker: &Broker, token: &str) -> String {
+        let request = match self {
+            Place::Header => handshake("/ws", &bearer(token)),
+            Place::Query => handshake(&format!("/ws?token={token}"), ""),
+            Place::Subprotocol => handshake(
+                "/ws",
+                &format!("Sec-WebSocket-Protocol: roomcast.v1.msgpack, roomcast.jwt.{token}\r\n"),
+            ),
+        };
+        http_request(broker.addr, request.as_bytes()).await
+    }
+}
+
+/// The reason a 401 gives (its body), or `None` for any other answer.
+fn refusal(answer: &str) -> Option<&str> {
+    if !answer.starts_with("HTTP/1.1 401") {
+        return None;
+    }
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.to_ascii_lowercase()
+        .contains("www-authenticate: bearer")
+        .then_some(body.trim_end())
+}
+
+/// The reasons docs/SECURITY.md lists for a refused token: the first column
+/// of its `| reason | when |` table, without the backticks.
+fn documented_refusals() -> Vec<String> {
+    let doc = include_str!("../docs/SECURITY.md");
+    let mut lines = doc
+        .lines()
+        .skip_while(|line| !line.starts_with("| reason | when |"));
+    assert!(
+        lines.next().is_some(),
+        "docs/SECURITY.md has no `| reason | when |` table"
+    );
+    lines
+        .skip(1) // |---|---|
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cell = line.split('|').nth(1).unwrap_or_default().trim();
+            cell.trim_matches('`').to_owned()
+        })
+        .collect()
+}
+
+/// A token carrying `base` with `set` merged in and the `remove` keys left out.
+fn changed(base: &Value, set: Value, remove: &[&str]) -> String {
+    let mut claims = base.clone();
+    let object = claims.as_object_mut().unwrap();
+    for key in remove {
+        object.remove(*key);
+    }
+    if let Value::Object(set) = set {
+        object.extend(set);
+    }
+    token(claims)
+}
+
+/// A token says who its holder is with `sub`, and the empty user id is
+/// anonymous connections' (SECURITY.md §4): a token must name a user, in
+/// whichever of the three places it travels. The claims that say what the
+/// user may do (`role`, `rooms`) are refused, with their name, when they
+/// have the wrong type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_names_no_user_is_refused_wherever_it_is_carried() {
+    let broker = Broker::start_with(secured());
+    let claims = json!({"sub": "ann", "exp": now() + 60, "rooms": {"sub": ["*"], "pub": ["*"]}});
+    let blank = "token sub is empty or only whitespace";
+    let lacks_sub = "token lacks a required claim (sub)";
+    let cases = [
+        ("an empty sub", json!({"sub": ""}), blank),
+        ("a sub of spaces", json!({"sub": "   "}), blank),
+        (
+            "a sub of a tab and a no-break space",
+            json!({"sub": "\t\u{a0}"}),
+            blank,
+        ),
+        ("a numeric sub", json!({"sub": 42}), lacks_sub),
+        ("a null sub", json!({"sub": null}), lacks_sub),
+        // jsonwebtoken cannot read a payload with a list where `sub` goes.
+        (
+            "a list for a sub",
+            json!({"sub": ["ann"]}),
+            "token signature, algorithm or format is invalid",
+        ),
+        (
+            "rooms as a string",
+            json!({"rooms": "*"}),
+            "token claim rooms is malformed",
+        ),
+        (
+            "a pattern list as a string",
+            json!({"rooms": {"pub": "*"}}),
+            "token claim rooms is malformed",
+        ),
+        (
+            "a pattern that is a number",
+            json!({"rooms": {"sub": [7]}}),
+            "token claim rooms is malformed",
+        ),
+        (
+            "a numeric role",
+            json!({"role": 7}),
+            "token claim role is malformed",
+        ),
+        (
+            "a list of roles holding a number",
+            json!({"role": ["admin", 7]}),
+            "token claim role is malformed",
+        ),
+    ];
+    let mut refused = 0;
+    for (case, set, reason) in cases {
+        let token = changed(&claims, set, &[]);
+        for place in Place::ALL {
+            let answer = place.answer(&broker, &token).await;
+            assert_eq!(
+                refusal(&answer),
+                Some(reason),
+                "{case}, in {place:?}: {answer}"
+            );
+            refused += 1;
+        }
+    }
+    let good = changed(&claims, json!({}), &[]);
+    for place in Place::ALL {
+        let answer = place.answer(&broker, &good).await;
+        assert!(answer.starts_with("HTTP/1.1 101"), "{place:?}: {answer}");
+    }
+    assert_eq!(broker.server().stats().auth_failures, refused);
+}
+
+/// `refresh` compares users: a token that names no user must never make a
+/// guest into a token holder, nor a token holder into a guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_never_confuses_a_token_holder_with_an_anonymous_connection() {
+    let broker = Broker::start_with(Config {
+        allow_anonymous: true,
+        anonymous_rooms: List(vec!["public.*".into()]),
+        ..secured()
+    });
+    let everything = json!({"sub": ["*"], "pub": ["*"], "presence": ["*"]});
+    let nobody = token(json!({"sub": "", "exp": now() + 60, "rooms": everything}));
+    let refused = |o: &Outcome| match o {
+        Outcome::Error { code, message } => {
+            *code == ErrorCode::InvalidToken.code()
+                && message == "refresh refused: token sub is empty or only whitespace"
+        }
+        _ => false,
+    };
+    let publish = || ClientOp::publish(room("public.news"), Bytes::from_static(b"x"));
+
+    let mut guest = Peer::connect(broker.addr, Codec::MsgPack).await;
+    let o = guest
+        .request(ClientOp::Refresh {
+            token: nobody.clone(),
+        })
+        .await;
+    assert!(refused(&o), "a guest took a token with an empty sub: {o:?}");
+    assert_eq!(
+        error_code(&guest.request(publish()).await),
+        Some(ErrorCode::PermissionDenied.code()),
+        "the guest is still a guest: it never publishes"
+    );
+
+    let mut ann = peer_with(
+        &broker,
+        Codec::Proto,
+        &bearer(&token_for("ann", everything)),
+    )
+    .await;
+    let o = ann.request(ClientOp::Refresh { token: nobody }).await;
+    assert!(refused(&o), "a user took a token with an empty sub: {o:?}");
+    assert!(matches!(ann.request(publish()).await, Outcome::Ack(_)));
+}
+
+/// docs/SECURITY.md §4 lists every reason a refused token is given. That
+/// list, the broker's own list and what the broker answers on the wire are
+/// one and the same: each documented reason is provoked here, over a real
+/// socket, and must come back word for word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_refusal_reason_is_the_one_the_broker_gives() {
+    const ISSUER: &str = "https://auth.example.com";
+    const AUDIENCE: &str = "roomcast";
+    let broker = Broker::start_with(Config {
+        jwt_issuer: ISSUER.into(),
+        jwt_audience: AUDIENCE.into(),
+        ..secured()
+    });
+    let base = json!({"sub": "ann", "exp": now() + 60, "iss": ISSUER, "aud": AUDIENCE});
+
+    /// How a case provokes its refusal.
+    enum Provoke {
+        /// A handshake without a token.
+        NoToken,
+        /// A handshake with this bearer token.
+        Handshake(String),
+        /// A `refresh` with this token, on ann's connection.
+        Refresh(String),
+    }
+    use Provoke::{Handshake, NoToken, Refresh};
+    let cases = [
+        ("a token is required", NoToken),
+        (
+            "token signature, algorithm or format is invalid",
+            Handshake(sign(Algorithm::HS256, &base, "another secret")),
+        ),
+        (
+            "token expired",
+            Handshake(changed(&base, json!({"exp": now() - 60}), &[])),
+        ),
+        (
+            "token not valid yet",
+            Handshake(changed(&base, json!({"nbf": now() + 300}), &[])),
+        ),
+        (
+            "token issuer or audience is not accepted",
+            Handshake(changed(
+                &base,
+                json!({"iss": "https://elsewhere.example.com"}),
+                &[],
+            )),
+        ),
+        (
+            "token lacks a required claim (exp)",
+            Handshake(changed(&base, json!({}), &["exp"])),
+        ),
+        (
+            "token lacks a required claim (sub)",
+            Handshake(changed(&base, json!({}), &["sub"])),
+        ),
+        (
+            "token lacks a required claim (iss)",
+            Handshake(changed(&base, json!({}), &["iss"])),
+        ),
+        (
+            "token lacks a required claim (aud)",
+            Handshake(changed(&base, json!({}), &["aud"])),
+        ),
+        (
+            "token sub is empty or only whitespace",
+            Handshake(changed(&base, json!({"sub": " "}), &[])),
+        ),
+        (
+            "token claim nbf is malformed",
+            Handshake(changed(&base, json!({"nbf": "tomorrow"}), &[])),
+        ),
+        (
+            "token claim role is malformed",
+            Handshake(changed(&base, json!({"role": {"admin": true}}), &[])),
+        ),
+        (
+            "token claim rooms is malformed",
+            Handshake(changed(&base, json!({"rooms": ["*"]}), &[])),
+        ),
+        (
+            "token is for another user",
+            Refresh(changed(&base, json!({"sub": "eve"}), &[])),
+        ),
+    ];
+
+    let mut documented = documented_refusals();
+    let mut given = roomcast::hooks::token_refusal_reasons();
+    let mut provoked: Vec<String> = cases.iter().map(|(reason, _)| reason.to_string()).collect();
+    documented.sort();
+    given.sort();
+    provoked.sort();
+    assert_eq!(
+        documented, given,
+        "docs/SECURITY.md §4 against the broker's reasons"
+    );
+    assert_eq!(
+        documented, provoked,
+        "docs/SECURITY.md §4 against this test's cases"
+    );
+
+    let mut ann = peer_with(&broker, Codec::MsgPack, &bearer(&token(base.clone()))).await;
+    for (reason, provoke) in cases {
+        let answer = match provoke {
+            NoToken => refusal(&http_request(broker.addr, handshake("/ws", "").as_bytes()).await)
+                .map(str::to_owned),
+            Handshake(token) => {
+                let answer = Place::Header.answer(&broker, &token).await;
+                refusal(&answer).map(str::to_owned)
+            }
+            Refresh(token) => match ann.request(ClientOp::Refresh { token }).await {
+                Outcome::Error { code: 108, message } => {
+                    message.strip_prefix("refresh refused: ").map(str::to_owned)
+                }
+                _ => None,
+            },
+        };
+        assert_eq!(answer.as_deref(), Some(reason));
+    }
+}
+
+/// docs/SECURITY.md §5: an `Authorization` header of another scheme (a
+/// proxy's or a staging gate's `Basic` credentials, which a browser repeats
+/// by itself) is not where our token goes, so it hides neither the query
+/// nor the subprotocol entry. A `Bearer` header is the first place, though:
+/// whatever it holds is the token, and the other places are not looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxys_basic_credentials_do_not_hide_the_token_elsewhere() {
+    let broker = Broker::start_with(secured());
+    let good = token_for("ann", json!({"sub": ["*"]}));
+    let forged = sign(
+        Algorithm::HS256,
+        &json!({"sub": "ann", "exp": now() + 60}),
+        "another secret",
+    );
+    let basic = "Authorization: Basic YWxpY2U6b3BlbnNlc2FtZQ==\r\n";
+    let entry = |token: &str| {
+        format!("Sec-WebSocket-Protocol: roomcast.v1.msgpack, roomcast.jwt.{token}\r\n")
+    };
+    let answer = |path: String, extra: String| {
+        let request = handshake(&path, &extra);
+        async move { http_request(broker.addr, request.as_bytes()).await }
+    };
+
+    let in_query = answer(format!("/ws?token={good}"), basic.into()).await;
+    assert!(in_query.starts_with("HTTP/1.1 101"), "{in_query}");
+    let in_entry = answer("/ws".into(), format!("{basic}{}", entry(&good))).await;
+    assert!(in_entry.starts_with("HTTP/1.1 101"), "{in_entry}");
+    // What is found behind the Basic header is checked in full.
+    let forged_in_query = answer(format!("/ws?token={forged}"), basic.into()).await;
+    assert_eq!(
+        refusal(&forged_in_query),
+        Some("token signature, algorithm or format is invalid")
+    );
+    let basic_alone = answer("/ws".into(), basic.into()).await;
+    assert_eq!(refusal(&basic_alone), Some("a token is required"));
+
+    // A Bearer header, whatever it holds, is the token: a good one in the
+    // query does not rescue a bad one there, nor an empty one.
+    for bearer_header in [
+        bearer(&forged),
+        "Authorization: Bearer\r\n".to_owned(),
+        format!("authorization: bEaReR {forged}\r\n"),
+    ] {
+        let shadowed = answer(format!("/ws?token={good}"), bearer_header.clone()).await;
+        assert_eq!(
+            refusal(&shadowed),
+            Some("token signature, algorithm or format is invalid"),
+            "{bearer_header:?}: {shadowed}"
+        );
+    }
+    let scheme_in_any_case =
+        answer("/ws".into(), format!("authorization: BEARER {good}\r\n")).await;
+    assert!(
+        scheme_in_any_case.starts_with("HTTP/1.1 101"),
+        "{scheme_in_any_case}"
+    );
+}

@@ -281,7 +281,7 @@ fn drain(stream: &mut TcpStream, codec: Codec, mut received: Vec<u8>) {
 /// and the publication back, each within `HEALTH_TIMEOUT`.
 fn health_check(harness: &Harness, run: u64) {
     for codec in Codec::ALL {
-        let room = RoomName::new(&format!("fuzz.health.{run}.{}", codec.index())).unwrap();
+        let room = RoomName::new(&format!("fuzz.health.{run}.{codec}")).unwrap();
         let (mut stream, mut received) = upgrade(harness.addr, codec);
         let send = |stream: &mut TcpStream, id: u64, op: ClientOp| {
             let request = ClientRequest {

@@ -14,7 +14,8 @@
 //! | missing, invalid or expired token         | 401, says which (never echoes the token) |
 //! | over `max_connections_per_ip`             | 429 |
 //! | `max_connections` reached                 | 503 |
-//! | bad `Sec-WebSocket-Key`/`-Version`        | 400 |
+//! | bad `Sec-WebSocket-Key`                   | 400 |
+//! | `Sec-WebSocket-Version` other than 13     | 400, with `Sec-WebSocket-Version: 13` |
 //! | head over `max_header_bytes`/`max_headers`| 431 (hyper) |
 //! | TLS and head not complete in `handshake_timeout` | connection dropped |
 
@@ -26,7 +27,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::ORIGIN;
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use hyper::header::{
+    HeaderMap, HeaderValue, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
@@ -101,6 +104,32 @@ fn valid_websocket_key(headers: &HeaderMap) -> bool {
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
         && matches!(key[21], b'A' | b'Q' | b'g' | b'w')
+}
+
+/// The one WebSocket version there is (RFC 6455 §4.1).
+const WEBSOCKET_VERSION: &str = "13";
+
+/// Whether the client speaks [`WEBSOCKET_VERSION`]. fastwebsockets checks
+/// it too, but its refusal cannot say which version we speak, and RFC 6455
+/// §4.2.2 wants the answer to name it so the client can retry: see
+/// [`unsupported_version`].
+fn supported_websocket_version(headers: &HeaderMap) -> bool {
+    headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == WEBSOCKET_VERSION.as_bytes())
+}
+
+/// The 400 for another (or no) `Sec-WebSocket-Version`, naming ours.
+fn unsupported_version() -> HttpResponse {
+    let mut response = text(
+        StatusCode::BAD_REQUEST,
+        format!("unsupported Sec-WebSocket-Version; this server speaks {WEBSOCKET_VERSION}\n"),
+    );
+    response.headers_mut().insert(
+        SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static(WEBSOCKET_VERSION),
+    );
+    response
 }
 
 fn supported_list() -> String {
@@ -199,6 +228,10 @@ async fn handle(
             "connection limit reached\n".into(),
         );
     };
+    if !supported_websocket_version(req.headers()) {
+        metrics::add(&core.counters().handshakes_rejected, 1);
+        return Ok(unsupported_version());
+    }
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(error) => {

@@ -1,11 +1,13 @@
 //! One WebSocket connection, from upgrade to close. The read side lives
-//! here: it reads frames (fastwebsockets), reassembles messages
+//! here: it reads frames (fastwebsockets, behind [`mask_check`], which
+//! refuses unmasked client frames), reassembles messages
 //! ([`reassembly`]), decodes each envelope, checks it against the
 //! connection's identity and publish limits ([`limiter`]), and hands it to
 //! the connection's [`Member`], which does the routing. Beside it in the
 //! same task, the [`writer`] drains the member's outbound queue.
 
 mod limiter;
+mod mask_check;
 mod reassembly;
 mod writer;
 
@@ -40,6 +42,7 @@ use crate::router::outbound::Closing;
 use crate::router::Query;
 
 use limiter::PublishLimiter;
+use mask_check::{MaskCheck, UnmaskedFrame};
 use reassembly::{violation, DataFrame, Reassembly, Violation};
 use writer::{write_loop, Clocks};
 
@@ -147,7 +150,7 @@ where
     } = admitted;
     let node = core.node().clone();
     let limits = &node.limits;
-    let reader = AsyncReadExt::chain(Cursor::new(early), read_half);
+    let reader = MaskCheck::new(AsyncReadExt::chain(Cursor::new(early), read_half));
     let (mut ws_read, _) =
         fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
     ws_read.set_auto_close(false);
@@ -272,6 +275,9 @@ fn read_error(error: WebSocketError) -> ReadEnd {
     match error {
         E::FrameTooLarge => violation(close_code::MESSAGE_TOO_BIG, "message too big").into(),
         E::InvalidUTF8 => violation(close_code::INVALID_PAYLOAD, "invalid UTF-8").into(),
+        E::IoError(error) if UnmaskedFrame::caused(&error) => {
+            violation(close_code::PROTOCOL_ERROR, "unmasked frame").into()
+        }
         E::UnexpectedEOF | E::IoError(_) | E::ConnectionClosed => ReadEnd::Gone,
         _ => violation(close_code::PROTOCOL_ERROR, "protocol error").into(),
     }
