@@ -387,3 +387,31 @@ fn a_redis_older_than_7_is_refused_with_its_version() {
         "{error}"
     );
 }
+
+/// With one worker every room is homed on the core of the connection that
+/// publishes, so the engine is started from the connection's task rather
+/// than from the core's driver. The driver must still be woken when Redis
+/// answers: before that was so, each such publish waited for an unrelated
+/// wake-up (the once-a-second sweep). A liveness bound, not a benchmark:
+/// 100 publishes take well under a second when nothing waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_homed_on_the_publisher_s_own_core_is_answered_without_waiting_for_a_tick() {
+    let redis = Redis::start();
+    let single = Broker::start_with(Config {
+        redis_url: redis.url(),
+        workers: 1,
+        ..broker::config()
+    });
+    let mut publisher = Peer::connect(single.addr, Codec::MsgPack).await;
+    let sequential = async {
+        for n in 0..100 {
+            let op = ClientOp::publish(room("solo"), Bytes::from(format!("{n}")));
+            assert_eq!(ack(publisher.request(op).await).offset.0, n + 1);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), sequential)
+        .await
+        .expect(
+            "100 sequential publishes answered within 30 s (each would wait ~1 s for the sweep)",
+        );
+}

@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Waker};
+use std::task::Context;
 
 use foldhash::HashMap;
 use tokio::sync::Notify;
@@ -474,9 +474,14 @@ impl Core {
     /// until shutdown completes.
     pub(crate) async fn drive(self: Rc<Self>, inbox: Inbox) {
         let mut drain_started: Option<Instant> = None;
+        // The engine is always polled with this task's own waker, so that
+        // whatever it registers (a reply on its way, a channel message)
+        // wakes the driver, even when the poll comes from here rather
+        // than from the wait below.
+        let waker = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
         loop {
             self.postbox.flush();
-            let _ = self.poll_engine(&mut Context::from_waker(Waker::noop()));
+            let _ = self.poll_engine(&mut Context::from_waker(&waker));
             self.apply_answers();
             let mut handled = 0;
             while handled < DRIVER_BATCH {

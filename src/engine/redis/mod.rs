@@ -220,6 +220,13 @@ pub(crate) struct RedisEngine {
     /// Presence entries this core added, refreshed until they leave.
     owned: HashMap<RoomName, HashSet<String>>,
     events: Vec<EngineEvent>,
+    /// The driver's waker, from its last poll: work that arrives outside a
+    /// poll (a start from a member's task, the sweep) wakes it, since a
+    /// call pushed into `running` or an event pushed into `events` is
+    /// otherwise only seen at the driver's next wake-up.
+    driver: Option<Waker>,
+    /// Something was launched or an event pushed since the last poll.
+    nudge: bool,
     generation: u64,
     last_refresh: Instant,
     stats: CoreStats,
@@ -321,6 +328,8 @@ impl RedisEngine {
             rooms: HashMap::new(),
             owned: HashMap::new(),
             events: Vec::new(),
+            driver: None,
+            nudge: false,
             generation: 0,
             last_refresh: Instant::now(),
             stats,
@@ -345,6 +354,7 @@ impl RedisEngine {
     /// Starts a Redis call now: its first poll queues the command, so calls
     /// leave in the order they are made.
     fn launch(&mut self, call: impl Future<Output = Done> + 'static) {
+        self.nudge = true;
         let mut call: Running = Box::pin(call);
         match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(done) => self.on_done(done),
@@ -1076,6 +1086,17 @@ impl RedisEngine {
         None
     }
 
+    /// Wakes the driver when work arrived outside its poll: a call it must
+    /// poll, or an event it must apply.
+    fn wake_driver(&mut self) {
+        if self.nudge || !self.events.is_empty() {
+            self.nudge = false;
+            if let Some(driver) = &self.driver {
+                driver.wake_by_ref();
+            }
+        }
+    }
+
     fn on_message(&mut self, message: Message) {
         let Some(room) = keys::room_of_channel(&message.channel) else {
             return;
@@ -1196,10 +1217,19 @@ impl Engine for RedisEngine {
             Op::PresenceStats => self.start_presence(ticket, name, true),
         }
         self.settle(name);
+        self.wake_driver();
         None
     }
 
     fn poll(&mut self, cx: &mut Context<'_>, out: &mut Vec<EngineEvent>) -> Poll<()> {
+        if !self
+            .driver
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.driver = Some(cx.waker().clone());
+        }
+        self.nudge = false;
         let mut resync = false;
         let mut handled = 0;
         while handled < REDIS_MESSAGES_PER_TURN {
@@ -1289,6 +1319,7 @@ impl Engine for RedisEngine {
             self.last_refresh = now;
             self.refresh();
         }
+        self.wake_driver();
     }
 }
 
