@@ -19,9 +19,14 @@ pub(crate) struct Args {
     /// What to run.
     #[arg(value_enum)]
     pub(crate) scenario: Scenario,
-    /// Server address.
+    /// Server address (publishers, and subscribers unless --subscriber-addr).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) addr: SocketAddr,
+    /// Where subscribers connect, round robin over the addresses given
+    /// (repeat the flag); for a cluster: publishers on --addr, subscribers
+    /// spread over the nodes [--addr].
+    #[arg(long = "subscriber-addr")]
+    pub(crate) subscriber_addrs: Vec<SocketAddr>,
     /// WebSocket path.
     #[arg(long, default_value = "/ws")]
     pub(crate) path: String,
@@ -168,6 +173,8 @@ pub(crate) struct SubscriberSpec {
 pub(crate) struct PubSubPlan {
     pub(crate) scenario: Scenario,
     pub(crate) target: Target,
+    /// Where subscriber `i` connects: `subscriber_targets[i % len]`.
+    pub(crate) subscriber_targets: Vec<Target>,
     pub(crate) payload: usize,
     /// Room names, unique to this run so offsets start fresh.
     pub(crate) rooms: Vec<RoomName>,
@@ -184,6 +191,13 @@ pub(crate) struct PubSubPlan {
     pub(crate) connect_concurrency: usize,
     pub(crate) slow_read_delay: Duration,
     pub(crate) server_pid: Option<u32>,
+}
+
+impl PubSubPlan {
+    /// Where subscriber `i` connects.
+    pub(crate) fn subscriber_target(&self, i: usize) -> &Target {
+        &self.subscriber_targets[i % self.subscriber_targets.len()]
+    }
 }
 
 /// A resolved `connections` run.
@@ -292,9 +306,22 @@ impl Args {
             None if self.window == 0 => bail!("--window must be at least 1"),
             None => PublishMode::Window(self.window),
         };
+        let subscriber_targets = if self.subscriber_addrs.is_empty() {
+            vec![target.clone()]
+        } else {
+            self.subscriber_addrs
+                .iter()
+                .map(|&addr| Target {
+                    addr,
+                    host: addr.to_string(),
+                    ..target.clone()
+                })
+                .collect()
+        };
         Ok(Plan::PubSub(PubSubPlan {
             scenario: self.scenario,
             target,
+            subscriber_targets,
             payload: self.payload,
             rooms,
             subscribers,
@@ -360,6 +387,18 @@ mod tests {
         assert_eq!(slow, vec![0, 20, 40, 60, 80]);
         let p = plan("roomcast-load fanout --subscribers 3 --slow-subscribers 9");
         assert!(p.subscribers.iter().all(|s| s.slow));
+    }
+
+    #[test]
+    fn subscribers_spread_over_the_nodes_given_publishers_stay_on_addr() {
+        let p = plan(
+            "roomcast-load fanout --addr 127.0.0.1:1 --subscriber-addr 127.0.0.1:2 --subscriber-addr 127.0.0.1:3",
+        );
+        let ports: Vec<u16> = (0..4).map(|i| p.subscriber_target(i).addr.port()).collect();
+        assert_eq!(ports, vec![2, 3, 2, 3]);
+        assert_eq!(p.target.addr.port(), 1);
+        let single = plan("roomcast-load fanout --addr 127.0.0.1:1");
+        assert_eq!(single.subscriber_target(5).addr.port(), 1);
     }
 
     #[test]

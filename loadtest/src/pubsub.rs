@@ -333,7 +333,8 @@ impl Worker {
                         read_capacity: SUBSCRIBER_READ_BUFFER,
                     };
                     let setup = async {
-                        let mut conn = Conn::open(&plan.target, i as u64, options).await?;
+                        let mut conn =
+                            Conn::open(plan.subscriber_target(i), i as u64, options).await?;
                         let offset = conn.subscribe(&plan.rooms[spec.room]).await?;
                         Ok::<_, SetupError>((conn, offset))
                     };
