@@ -462,3 +462,57 @@ async fn moving_a_hot_room_s_slot_between_masters_loses_nothing_that_was_acked()
         assert_eq!(Some(data), acked.get(offset));
     }
 }
+
+/// Redis comes back from an older snapshot: the room's offset went back
+/// under the same epoch. Going on would hand out offsets the subscribers
+/// already saw, with other data, and they would drop the new publications
+/// as repeats. The node gives the room a new epoch instead, and its
+/// subscribers are told (4002, then `recovered: false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_coming_back_from_an_older_snapshot_is_a_new_epoch_never_a_silent_rewind() {
+    let mut redis = Redis::start_with(&["--save", "", "--appendonly", "no"]);
+    let (a, b) = (node(&redis.url()), node(&redis.url()));
+    let mut subscriber = Peer::connect(b.addr, Codec::MsgPack).await;
+    let start = ack(subscriber.request(ClientOp::subscribe(room("snap"))).await);
+    let mut publisher = Peer::connect(a.addr, Codec::Proto).await;
+    publish_acked(&mut publisher, "snap", 1..6).await;
+    assert_eq!(redis.cli(&["save"]), "OK", "a snapshot at offset 5");
+    publish_acked(&mut publisher, "snap", 6..9).await;
+    let mut seen = Seen::default();
+    watch(&mut subscriber, 8, Duration::from_secs(5), &mut seen).await;
+    assert_contiguous(&seen.messages, "before the restart");
+
+    redis.crash();
+    redis.revive();
+    watch(
+        &mut subscriber,
+        u64::MAX,
+        Duration::from_secs(15),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(seen.closed, Some(Some(ROOM_STATE_LOST)), "{seen:?}");
+    let from = StreamPosition {
+        epoch: start.epoch.clone(),
+        offset: Offset(8),
+    };
+    let (mut resumed, answer) = resume(b.addr, "snap", from).await;
+    assert!(!answer.recovered, "offsets 6 to 8 are gone");
+    assert_ne!(
+        answer.epoch, start.epoch,
+        "a new epoch, so no offset is reused"
+    );
+    let next = retry_until_acked(&mut publisher, "snap", "after").await;
+    let mut again = Seen::default();
+    watch(
+        &mut resumed,
+        next.offset.0,
+        Duration::from_secs(10),
+        &mut again,
+    )
+    .await;
+    assert_eq!(
+        again.messages.last().map(|m| m.1.clone()),
+        Some(b"after".to_vec())
+    );
+}

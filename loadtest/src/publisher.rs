@@ -57,6 +57,9 @@ pub(crate) async fn run(mut conn: Conn, room: usize, shared: Rc<Shared>) -> Publ
         tokio::pin!(window_closes);
         let mut out = Vec::with_capacity(template.len() * MAX_BATCH as usize);
         let (mut sent, mut in_window, mut failed) = (0u64, 0u64, false);
+        // `stopped` must not be polled again once it has fired (it is an
+        // async fn): after a stop, no end marker is written either.
+        let mut stop_seen = false;
         loop {
             if ended.get() {
                 failed = true;
@@ -73,7 +76,10 @@ pub(crate) async fn run(mut conn: Conn, room: usize, shared: Rc<Shared>) -> Publ
                         tokio::select! {
                             () = acked.notified() => {}
                             () = &mut window_closes => {}
-                            _ = &mut stopped => break,
+                            _ = &mut stopped => {
+                                stop_seen = true;
+                                break;
+                            }
                         }
                         continue;
                     }
@@ -87,7 +93,10 @@ pub(crate) async fn run(mut conn: Conn, room: usize, shared: Rc<Shared>) -> Publ
                         let next = times.start + (sent as f64 * interval) as u64;
                         tokio::select! {
                             () = sleep_until(instant_at(next.min(times.t1)).into()) => {}
-                            _ = &mut stopped => break,
+                            _ = &mut stopped => {
+                                stop_seen = true;
+                                break;
+                            }
                         }
                         continue;
                     }
@@ -107,14 +116,17 @@ pub(crate) async fn run(mut conn: Conn, room: usize, shared: Rc<Shared>) -> Publ
                     failed = true;
                     break;
                 },
-                _ = &mut stopped => break,
+                _ = &mut stopped => {
+                                stop_seen = true;
+                                break;
+                            }
             }
             sent += batch;
             if times.in_window(now) {
                 in_window += batch;
             }
         }
-        if !failed {
+        if !failed && !stop_seen {
             out.clear();
             template.write(END_MARKER, &mut out);
             tokio::select! {
