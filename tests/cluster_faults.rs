@@ -194,40 +194,50 @@ async fn redis_restart(persistent: bool) {
     } else {
         // The room's history died with Redis: its subscribers are closed
         // (4002) and, resuming, told they did not recover.
-        watch(
-            &mut subscriber,
-            u64::MAX,
-            Duration::from_secs(15),
-            &mut seen,
-        )
-        .await;
-        assert_eq!(seen.closed, Some(Some(ROOM_STATE_LOST)), "{seen:?}");
-        let from = StreamPosition {
+        let seen_up_to = StreamPosition {
             epoch: start.epoch.clone(),
             offset: Offset(5),
         };
-        let (mut resumed, answer) = resume(b.addr, "feed", from).await;
-        assert!(!answer.recovered, "the history is gone");
-        assert_ne!(answer.epoch, start.epoch, "a new epoch for a new history");
-        let next = retry_until_acked(&mut publisher, "feed", "after").await;
-        assert_eq!(
-            next.offset.0,
-            answer.offset.0 + 1,
-            "the new history goes on"
-        );
-        let mut again = Seen::default();
-        watch(
-            &mut resumed,
-            next.offset.0,
-            Duration::from_secs(10),
-            &mut again,
-        )
-        .await;
-        assert_eq!(
-            again.messages.last().map(|m| m.1.clone()),
-            Some(b"after".to_vec())
-        );
+        told_and_started_again(&mut subscriber, b.addr, &mut publisher, "feed", seen_up_to).await;
     }
+}
+
+/// The room was lost: the subscriber is closed with 4002; resuming on
+/// `node` from `seen_up_to` it learns it did not recover, under a new epoch; and
+/// the next publication reaches it.
+async fn told_and_started_again(
+    subscriber: &mut Peer,
+    node: std::net::SocketAddr,
+    publisher: &mut Peer,
+    name: &str,
+    seen_up_to: StreamPosition,
+) {
+    let mut seen = Seen::default();
+    watch(subscriber, u64::MAX, Duration::from_secs(15), &mut seen).await;
+    assert_eq!(seen.closed, Some(Some(ROOM_STATE_LOST)), "{seen:?}");
+    let old_epoch = seen_up_to.epoch.clone();
+    let (mut resumed, answer) = resume(node, name, seen_up_to).await;
+    assert!(!answer.recovered, "what it saw is gone");
+    assert_ne!(
+        answer.epoch, old_epoch,
+        "a new epoch, so no offset is reused"
+    );
+    let next = retry_until_acked(publisher, name, "after").await;
+    assert_eq!(
+        next.offset.0,
+        answer.offset.0 + 1,
+        "the new history goes on"
+    );
+    let mut again = Seen::default();
+    watch(
+        &mut resumed,
+        next.offset.0,
+        Duration::from_secs(10),
+        &mut again,
+    )
+    .await;
+    let last = again.messages.last().map(|m| m.1.clone());
+    assert_eq!(last, Some(b"after".to_vec()));
 }
 
 /// Publishes one message under one idempotency key until it is acked
@@ -484,35 +494,9 @@ async fn redis_coming_back_from_an_older_snapshot_is_a_new_epoch_never_a_silent_
 
     redis.crash();
     redis.revive();
-    watch(
-        &mut subscriber,
-        u64::MAX,
-        Duration::from_secs(15),
-        &mut seen,
-    )
-    .await;
-    assert_eq!(seen.closed, Some(Some(ROOM_STATE_LOST)), "{seen:?}");
-    let from = StreamPosition {
+    let seen_up_to = StreamPosition {
         epoch: start.epoch.clone(),
         offset: Offset(8),
     };
-    let (mut resumed, answer) = resume(b.addr, "snap", from).await;
-    assert!(!answer.recovered, "offsets 6 to 8 are gone");
-    assert_ne!(
-        answer.epoch, start.epoch,
-        "a new epoch, so no offset is reused"
-    );
-    let next = retry_until_acked(&mut publisher, "snap", "after").await;
-    let mut again = Seen::default();
-    watch(
-        &mut resumed,
-        next.offset.0,
-        Duration::from_secs(10),
-        &mut again,
-    )
-    .await;
-    assert_eq!(
-        again.messages.last().map(|m| m.1.clone()),
-        Some(b"after".to_vec())
-    );
+    told_and_started_again(&mut subscriber, b.addr, &mut publisher, "snap", seen_up_to).await;
 }

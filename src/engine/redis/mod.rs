@@ -362,6 +362,42 @@ impl RedisEngine {
         }
     }
 
+    /// Runs `script` (with `keys` and `args`) and hands its reply to `done`,
+    /// which says what came back.
+    fn call(
+        &mut self,
+        script: fn(&Scripts) -> &fred::types::scripts::Script,
+        keys: Vec<Bytes>,
+        args: Vec<Value>,
+        done: impl FnOnce(Result<Value, EngineError>) -> Done + 'static,
+    ) {
+        let give_up = self.deadline();
+        let (client, scripts) = (self.commands.clone(), self.scripts.clone());
+        self.launch(async move {
+            let reply = scripts::run(&client, script(&scripts), keys, args, give_up).await;
+            done(reply.map_err(engine_error))
+        });
+    }
+
+    /// Runs `script` for the operation `ticket` on `room`, whose answer
+    /// `read` makes of the reply.
+    fn answer_with(
+        &mut self,
+        ticket: Ticket,
+        room: &RoomName,
+        script: fn(&Scripts) -> &fred::types::scripts::Script,
+        keys: Vec<Bytes>,
+        args: Vec<Value>,
+        read: impl FnOnce(Value) -> Result<Answer, EngineError> + 'static,
+    ) {
+        let room = room.detached();
+        self.call(script, keys, args, move |reply| Done::Answer {
+            room,
+            ticket,
+            outcome: reply.and_then(read),
+        });
+    }
+
     /// When a call started now must have its answer.
     fn deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.settings.command_timeout
@@ -404,24 +440,20 @@ impl RedisEngine {
             Value::from(millis(key_ttl)),
             Value::from(nonce),
         ];
-        let give_up = self.deadline();
-        let (client, scripts, room) =
-            (self.commands.clone(), self.scripts.clone(), name.detached());
-        self.launch(async move {
-            let reply = scripts::run(&client, &scripts.publish, keys, args, give_up).await;
-            let outcome = reply.map_err(engine_error).and_then(|value| {
+        self.answer_with(
+            ticket,
+            name,
+            |s| &s.publish,
+            keys,
+            args,
+            |value| {
                 let (position, duplicate) = scripts::published(value).map_err(malformed)?;
                 Ok(Answer::Published(Published {
                     position,
                     duplicate,
                 }))
-            });
-            Done::Answer {
-                room,
-                ticket,
-                outcome,
-            }
-        });
+            },
+        );
     }
 
     fn start_history(
@@ -443,24 +475,20 @@ impl RedisEngine {
             Value::from(if query.reverse { "1" } else { "0" }),
             Value::from(millis(room.options.history_ttl)),
         ];
-        let give_up = self.deadline();
-        let (client, scripts, room) =
-            (self.commands.clone(), self.scripts.clone(), name.detached());
-        self.launch(async move {
-            let reply = scripts::run(&client, &scripts.history, keys, args, give_up).await;
-            let outcome = reply.map_err(engine_error).and_then(|value| {
+        self.answer_with(
+            ticket,
+            name,
+            |s| &s.history,
+            keys,
+            args,
+            |value| {
                 let (position, publications) = scripts::history(value).map_err(malformed)?;
                 Ok(Answer::History(HistoryPage {
                     position,
                     publications,
                 }))
-            });
-            Done::Answer {
-                room,
-                ticket,
-                outcome,
-            }
-        });
+            },
+        );
     }
 
     fn start_join(&mut self, ticket: Ticket, name: &RoomName, info: ClientInfo) {
@@ -476,20 +504,14 @@ impl RedisEngine {
             Value::from(millis(PRESENCE_TTL)),
             Value::from(flag(room.options.join_leave)),
         ];
-        let give_up = self.deadline();
-        let (client, scripts, room) =
-            (self.commands.clone(), self.scripts.clone(), name.detached());
-        self.launch(async move {
-            let reply = scripts::run(&client, &scripts.join, keys, args, give_up).await;
-            let outcome = reply
-                .map_err(engine_error)
-                .map(|added| Answer::Joined(scripts::number(&added) == Some(1)));
-            Done::Answer {
-                room,
-                ticket,
-                outcome,
-            }
-        });
+        self.answer_with(
+            ticket,
+            name,
+            |s| &s.join,
+            keys,
+            args,
+            |added| Ok(Answer::Joined(scripts::number(&added) == Some(1))),
+        );
     }
 
     fn start_leave(&mut self, ticket: Ticket, name: &RoomName, client_id: String) {
@@ -505,33 +527,30 @@ impl RedisEngine {
             Value::from(client_id),
             Value::from(flag(room.options.join_leave)),
         ];
-        let give_up = self.deadline();
-        let (client, scripts, room) =
-            (self.commands.clone(), self.scripts.clone(), name.detached());
-        self.launch(async move {
-            let reply = scripts::run(&client, &scripts.leave, keys, args, give_up).await;
-            let outcome = reply.map_err(engine_error).map(|entry| {
+        self.answer_with(
+            ticket,
+            name,
+            |s| &s.leave,
+            keys,
+            args,
+            |entry| {
                 let info = scripts::bytes(entry).and_then(|b| payload::decode_info(&b));
-                Answer::Left(info)
-            });
-            Done::Answer {
-                room,
-                ticket,
-                outcome,
-            }
-        });
+                Ok(Answer::Left(info))
+            },
+        );
     }
 
     fn start_presence(&mut self, ticket: Ticket, name: &RoomName, stats_only: bool) {
         let room = self.room_entry(name);
         let keys = presence_keys(&room.keys);
         let args = vec![Value::from(flag(room.options.join_leave))];
-        let give_up = self.deadline();
-        let (client, scripts, room) =
-            (self.commands.clone(), self.scripts.clone(), name.detached());
-        self.launch(async move {
-            let reply = scripts::run(&client, &scripts.presence, keys, args, give_up).await;
-            let outcome = reply.map_err(engine_error).map(|entries| {
+        self.answer_with(
+            ticket,
+            name,
+            |s| &s.presence,
+            keys,
+            args,
+            move |entries| {
                 let mut clients: Vec<ClientInfo> = entries
                     .into_array()
                     .into_iter()
@@ -543,21 +562,16 @@ impl RedisEngine {
                         .map(|c| c.user.as_str())
                         .filter(|u| !u.is_empty())
                         .collect();
-                    return Answer::PresenceStats(PresenceCounts {
+                    return Ok(Answer::PresenceStats(PresenceCounts {
                         clients: clients.len() as u32,
                         users: users.len() as u32,
-                    });
+                    }));
                 }
                 clients
                     .sort_by(|a, b| (a.joined_at_ms, &a.client).cmp(&(b.joined_at_ms, &b.client)));
-                Answer::Presence(clients)
-            });
-            Done::Answer {
-                room,
-                ticket,
-                outcome,
-            }
-        });
+                Ok(Answer::Presence(clients))
+            },
+        );
     }
 
     // Following a room.
@@ -617,20 +631,17 @@ impl RedisEngine {
             Value::from(millis(self.meta_ttl(&room.options))),
             Value::from(Epoch::random().0),
         ];
-        let give_up = self.deadline();
-        let (client, scripts, room) =
-            (self.commands.clone(), self.scripts.clone(), name.detached());
-        self.launch(async move {
-            let reply = scripts::run(&client, &scripts.follow, keys, args, give_up).await;
-            let result = reply
-                .map_err(engine_error)
-                .and_then(|v| scripts::followed(v).map_err(malformed));
-            Done::Positioned {
+        let room = name.detached();
+        self.call(
+            |s| &s.follow,
+            keys,
+            args,
+            move |reply| Done::Positioned {
                 room,
                 generation,
-                result,
-            }
-        });
+                result: reply.and_then(|v| scripts::followed(v).map_err(malformed)),
+            },
+        );
     }
 
     /// Gives the room a new epoch after its offset went backwards.
@@ -640,21 +651,17 @@ impl RedisEngine {
         };
         let keys = vec![room.keys.meta.clone(), room.keys.stream.clone()];
         let args = vec![Value::from(seen.0), Value::from(Epoch::random().0)];
-        let give_up = self.deadline();
-        let (client, scripts, room) =
-            (self.commands.clone(), self.scripts.clone(), name.detached());
-        self.launch(async move {
-            let reply = scripts::run(&client, &scripts.rebase, keys, args, give_up).await;
-            let result = reply
-                .map_err(engine_error)
-                .and_then(|v| scripts::followed(v).map_err(malformed));
-            // A rebased room is positioned again, as after a resubscription.
-            Done::Positioned {
+        let room = name.detached();
+        self.call(
+            |s| &s.rebase,
+            keys,
+            args,
+            move |reply| Done::Positioned {
                 room,
                 generation,
-                result,
-            }
-        });
+                result: reply.and_then(|v| scripts::followed(v).map_err(malformed)),
+            },
+        );
     }
 
     fn read_range(&mut self, name: &RoomName, from: Offset, to: Offset, purpose: Fill) {
@@ -672,21 +679,18 @@ impl RedisEngine {
             Value::from(to.0 as i64),
             Value::from(millis(room.options.history_ttl)),
         ];
-        let give_up = self.deadline();
-        let (client, scripts, room) =
-            (self.commands.clone(), self.scripts.clone(), name.detached());
-        self.launch(async move {
-            let reply = scripts::run(&client, &scripts.range, keys, args, give_up).await;
-            let result = reply
-                .map_err(engine_error)
-                .and_then(|v| scripts::range(v).map_err(malformed));
-            Done::Filled {
+        let room = name.detached();
+        self.call(
+            |s| &s.range,
+            keys,
+            args,
+            move |reply| Done::Filled {
                 room,
                 generation,
                 purpose,
-                result,
-            }
-        });
+                result: reply.and_then(|v| scripts::range(v).map_err(malformed)),
+            },
+        );
     }
 
     /// Every followed room is subscribed again and its position checked
@@ -1146,12 +1150,12 @@ impl RedisEngine {
                 Value::from(millis(meta_ttl)),
             ];
             args.extend(clients.into_iter().map(Value::from));
-            let give_up = self.deadline();
-            let (client, scripts) = (self.commands.clone(), self.scripts.clone());
-            self.launch(async move {
-                let reply = scripts::run(&client, &scripts.refresh, keys, args, give_up).await;
-                Done::Background(reply.map(drop).map_err(engine_error))
-            });
+            self.call(
+                |s| &s.refresh,
+                keys,
+                args,
+                |reply| Done::Background(reply.map(drop)),
+            );
         }
     }
 }
