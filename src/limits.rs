@@ -202,6 +202,17 @@ pub(crate) const REDIS_MESSAGES_PER_TURN: usize = 1024;
 /// round trip.
 pub(crate) const UNFOLLOW_DELAY: Duration = Duration::from_secs(2);
 
+/// The Redis engine: a followed room whose channel brought nothing for
+/// this long has its position read from Redis; one that moved without a
+/// message here is subscribed again and its gap filled. This is how a
+/// subscription Redis dropped without a word (a slot moved, a master
+/// demoted) or a lost last message is noticed.
+pub(crate) const POSITION_CHECK: Duration = Duration::from_secs(1);
+
+/// The Redis engine: rooms of one partition whose positions one check
+/// reads at most.
+pub(crate) const CHECK_BATCH: usize = 64;
+
 /// The Redis engine: a presence entry its node stopped refreshing (the
 /// node died) is purged this long after the last refresh.
 pub(crate) const PRESENCE_TTL: Duration = Duration::from_secs(30);

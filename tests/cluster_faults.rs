@@ -500,3 +500,57 @@ async fn redis_coming_back_from_an_older_snapshot_is_a_new_epoch_never_a_silent_
     };
     told_and_started_again(&mut subscriber, b.addr, &mut publisher, "snap", seen_up_to).await;
 }
+
+/// A manual failover of the master that owns a hot room's slot, while the
+/// room's publications flow. The demoted master drops its shard channel
+/// subscribers without a word fred passes on; the subscriber's node
+/// publishes nothing to that slot, so nothing else tells it: its position
+/// check finds the room moved on, subscribes again on the new master and
+/// fills the gap from the stream the replica had. A manual failover waits
+/// for the replica, so nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_failover_of_a_hot_room_s_master_loses_nothing_that_was_acked() {
+    let cluster = Cluster::start_with_replicas(1);
+    let (a, b) = (node(&cluster.url()), node(&cluster.url()));
+    let name = "failover";
+    let slot = roomcast::hooks::redis_slot(name);
+    let mut subscriber = Peer::connect(b.addr, Codec::MsgPack).await;
+    ack(subscriber.request(ClientOp::subscribe(room(name))).await);
+    let mut publisher = Peer::connect(a.addr, Codec::Proto).await;
+    // The subscriber reads all along, as a live viewer does.
+    let reader = tokio::spawn(async move {
+        let mut seen = Seen::default();
+        watch(&mut subscriber, 260, Duration::from_secs(20), &mut seen).await;
+        seen
+    });
+
+    let mut acked: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut failover = None;
+    for n in 0..260u64 {
+        if n == 80 {
+            let ports = cluster.ports();
+            failover = Some(tokio::task::spawn_blocking(move || {
+                common::redis::fail_over(&ports, slot)
+            }));
+        }
+        let data = format!("f{n}");
+        let ack = retry_until_acked(&mut publisher, name, &data).await;
+        acked.insert(ack.offset.0, data.into_bytes());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    failover
+        .expect("started")
+        .await
+        .expect("the replica took over");
+    let seen = reader.await.expect("the reader");
+    assert_eq!(seen.closed, None, "{seen:?}");
+    assert_contiguous(&seen.messages, "across the failover");
+    assert_eq!(
+        seen.messages.len(),
+        acked.len(),
+        "each publish exactly once"
+    );
+    for (offset, data) in &seen.messages {
+        assert_eq!(Some(data), acked.get(offset));
+    }
+}

@@ -124,14 +124,21 @@ pub fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// A Redis Cluster of three masters, no replicas.
+/// A Redis Cluster of three masters, with or without a replica each.
 pub struct Cluster {
     pub nodes: Vec<Redis>,
 }
 
 impl Cluster {
+    /// Three masters, no replicas.
     pub fn start() -> Cluster {
-        let nodes: Vec<Redis> = (0..3)
+        Cluster::start_with_replicas(0)
+    }
+
+    /// Three masters with `replicas` replicas each.
+    pub fn start_with_replicas(replicas: usize) -> Cluster {
+        let count = 3 * (1 + replicas);
+        let nodes: Vec<Redis> = (0..count)
             .map(|_| {
                 Redis::start_with(&[
                     "--save",
@@ -149,19 +156,21 @@ impl Cluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
+        let replicas = replicas.to_string();
         let mut create = vec!["--cluster", "create"];
         create.extend(addrs.iter().map(String::as_str));
-        create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        create.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
         let made = cli(nodes[0].port, &create);
         assert!(made.contains("[OK]"), "cluster create failed: {made}");
         let cluster = Cluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Every master must see the whole cluster (each one answers
+        let known = format!("cluster_known_nodes:{count}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        // Every node must see the whole cluster (each one answers
         // CLUSTERDOWN until it does), not only the one that created it.
         while Instant::now() < deadline {
             let ready = cluster.nodes.iter().all(|node| {
                 let info = node.cli(&["cluster", "info"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+                info.contains("cluster_state:ok") && info.contains(&known)
             });
             if ready {
                 return cluster;
@@ -251,4 +260,64 @@ fn owns(port: u16, slot: u16) -> bool {
             _ => false,
         }
     })
+}
+
+/// A manual failover of the master that owns `slot`: its replica asks for
+/// it (`CLUSTER FAILOVER`), the master hands over once the replica has
+/// everything it wrote, and the roles swap. Returns once the replica is the
+/// master and every node agrees the cluster is fine.
+pub fn fail_over(ports: &[u16], slot: u16) {
+    let owner = *ports
+        .iter()
+        .find(|&&port| owns(port, slot))
+        .expect("some master owns the slot");
+    let owner_id = cli(owner, &["cluster", "myid"]);
+    // The replica as any node lists it (a node learns of replicas a little
+    // after the cluster is up).
+    let replica_of = |port: u16| -> Option<u16> {
+        cli(port, &["cluster", "nodes"])
+            .lines()
+            .find(|line| {
+                line.contains("slave") && line.split_whitespace().nth(3) == Some(owner_id.as_str())
+            })
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|addr| addr.split('@').next())
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let replica = loop {
+        if let Some(replica) = ports.iter().find_map(|&port| replica_of(port)) {
+            break replica;
+        }
+        assert!(Instant::now() < deadline, "the master has a replica");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // A replica still in its first full sync cannot take over.
+    while !cli(replica, &["info", "replication"]).contains("master_link_status:up") {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cli(replica, &["cluster", "failover"]), "OK");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut asked = Instant::now();
+    while Instant::now() < deadline {
+        // A manual failover the master did not join in time is dropped
+        // (after twice the node timeout): ask again.
+        if asked.elapsed() > Duration::from_secs(5)
+            && !cli(replica, &["role"]).starts_with("master")
+        {
+            cli(replica, &["cluster", "failover"]);
+            asked = Instant::now();
+        }
+        let promoted = cli(replica, &["role"]).starts_with("master");
+        let settled = ports
+            .iter()
+            .all(|&port| cli(port, &["cluster", "info"]).contains("cluster_state:ok"));
+        if promoted && settled && owns(replica, slot) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the replica on port {replica} did not take over slot {slot}");
 }

@@ -57,8 +57,9 @@ use super::{
     Recovery, Ticket,
 };
 use crate::limits::{
-    FILL_BUFFER_MAX, META_TTL_MARGIN, NODE_KEY_TTL, PRESENCE_REFRESH, PRESENCE_TTL,
-    REDIS_MESSAGES_PER_TURN, REDIS_MESSAGE_CAPACITY, REDIS_RECONNECT_DELAY, UNFOLLOW_DELAY,
+    CHECK_BATCH, FILL_BUFFER_MAX, META_TTL_MARGIN, NODE_KEY_TTL, POSITION_CHECK, PRESENCE_REFRESH,
+    PRESENCE_TTL, REDIS_MESSAGES_PER_TURN, REDIS_MESSAGE_CAPACITY, REDIS_RECONNECT_DELAY,
+    UNFOLLOW_DELAY,
 };
 use crate::metrics::{self, CoreStats};
 use crate::protocol::{
@@ -130,6 +131,11 @@ enum Done {
         purpose: Fill,
         result: Result<scripts::Range, EngineError>,
     },
+    /// The positions Redis holds for some followed rooms of one partition.
+    Checked {
+        rooms: Vec<(RoomName, u64)>,
+        result: Result<Vec<StreamPosition>, EngineError>,
+    },
     /// A call whose outcome matters to nobody (unsubscribe, refresh).
     Background(Result<(), EngineError>),
 }
@@ -192,6 +198,11 @@ struct Follow {
     filling: bool,
     /// When the home stopped using the room.
     unused_since: Option<Instant>,
+    /// When the room's channel last brought a message (or the room was
+    /// last checked): a room silent for [`POSITION_CHECK`] is checked.
+    heard: Instant,
+    /// A position check is in flight.
+    checking: bool,
 }
 
 /// One room's state on its home core.
@@ -592,6 +603,8 @@ impl RedisEngine {
             early: BTreeMap::new(),
             filling: false,
             unused_since: None,
+            heard: Instant::now(),
+            checking: false,
         });
         self.subscribe(name, generation);
     }
@@ -818,6 +831,7 @@ impl RedisEngine {
                     }
                 }
             }
+            Done::Checked { rooms, result } => self.checked(rooms, result),
             Done::Background(result) => {
                 if result.is_err() {
                     metrics::add(&self.stats.counters().engine_failures, 1);
@@ -1105,6 +1119,9 @@ impl RedisEngine {
         let Some(room) = keys::room_of_channel(&message.channel) else {
             return;
         };
+        if let Some(follow) = self.rooms.get_mut(&room).and_then(|r| r.follow.as_mut()) {
+            follow.heard = Instant::now();
+        }
         let Some(bytes) = scripts::bytes(message.value) else {
             return;
         };
@@ -1156,6 +1173,92 @@ impl RedisEngine {
                 args,
                 |reply| Done::Background(reply.map(drop)),
             );
+        }
+    }
+}
+
+impl RedisEngine {
+    /// Reads the position Redis holds for every followed room that has
+    /// been silent for [`POSITION_CHECK`], a partition (one slot) per call.
+    /// A room whose position moved without a message here lost its
+    /// subscription without a word: Redis drops shard channel subscribers
+    /// when their slot moves or their master is demoted, and fred does not
+    /// say so; or the last message was lost. Such a room is subscribed
+    /// again and its gap filled (`resync`). A call to a slot that moved
+    /// also teaches fred the new owner (MOVED).
+    fn check_silent(&mut self, now: Instant) {
+        let mut by_partition: HashMap<usize, Vec<RoomName>> = HashMap::new();
+        for (name, room) in &mut self.rooms {
+            let Some(follow) = &mut room.follow else {
+                continue;
+            };
+            let silent = now.duration_since(follow.heard) >= POSITION_CHECK;
+            if follow.stage == Stage::Live && !follow.filling && !follow.checking && silent {
+                follow.checking = true;
+                follow.heard = now;
+                by_partition
+                    .entry(room.keys.partition)
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        for names in by_partition.into_values() {
+            for chunk in names.chunks(CHECK_BATCH) {
+                self.check(chunk);
+            }
+        }
+    }
+
+    fn check(&mut self, names: &[RoomName]) {
+        let mut keys = Vec::with_capacity(names.len() * 2);
+        let mut args = vec![Value::from(0i64)];
+        let mut rooms = Vec::with_capacity(names.len());
+        let mut meta_ttl = Duration::ZERO;
+        for name in names {
+            let Some(room) = self.rooms.get(name) else {
+                continue;
+            };
+            let Some(follow) = &room.follow else {
+                continue;
+            };
+            keys.push(room.keys.meta.clone());
+            keys.push(room.keys.stream.clone());
+            args.push(Value::from(Epoch::random().0));
+            meta_ttl = meta_ttl.max(self.meta_ttl(&room.options));
+            rooms.push((name.clone(), follow.generation));
+        }
+        args[0] = Value::from(millis(meta_ttl));
+        self.call(
+            |s| &s.follow,
+            keys,
+            args,
+            move |reply| Done::Checked {
+                rooms,
+                result: reply.and_then(|v| scripts::positions(v).map_err(malformed)),
+            },
+        );
+    }
+
+    fn checked(
+        &mut self,
+        rooms: Vec<(RoomName, u64)>,
+        result: Result<Vec<StreamPosition>, EngineError>,
+    ) {
+        let positions = result.ok();
+        for (n, (name, generation)) in rooms.into_iter().enumerate() {
+            let Some(follow) = self.rooms.get_mut(&name).and_then(|r| r.follow.as_mut()) else {
+                continue;
+            };
+            follow.checking = false;
+            let redis = positions.as_ref().and_then(|p| p.get(n));
+            let moved = match (&follow.at, redis) {
+                (Some(at), Some(redis)) => redis != at,
+                _ => false,
+            };
+            if moved && follow.generation == generation && follow.stage == Stage::Live {
+                metrics::add(&self.stats.counters().redis_resyncs, 1);
+                self.resync(&name);
+            }
         }
     }
 }
@@ -1323,6 +1426,7 @@ impl Engine for RedisEngine {
             self.last_refresh = now;
             self.refresh();
         }
+        self.check_silent(now);
         self.wake_driver();
     }
 }

@@ -171,6 +171,18 @@ pub(crate) fn followed(value: Value) -> Result<StreamPosition, Malformed> {
     }
 }
 
+/// follow.lua (several rooms): each room's position, in order.
+pub(crate) fn positions(value: Value) -> Result<Vec<StreamPosition>, Malformed> {
+    let items = value.into_array();
+    items
+        .chunks(2)
+        .map(|pair| match pair {
+            [epoch, offset] => position(epoch, offset).ok_or(Malformed("follow")),
+            _ => Err(Malformed("follow")),
+        })
+        .collect()
+}
+
 /// range.lua: the room's position, and the publications when every one
 /// of the range was kept.
 pub(crate) struct Range {
