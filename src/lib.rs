@@ -30,8 +30,9 @@
 //! ## Life of a publication
 //! 1. A core's listener accepts the socket; `transport::http` upgrades it
 //!    and picks the codec; the session creates the connection's member.
-//! 2. The session reads a frame (fastwebsockets, behind a reader that
-//!    refuses unmasked client frames), reassembles fragments
+//! 2. The session reads a frame (its own reader: it keeps no buffer while
+//!    the connection is idle, and refuses unmasked client frames),
+//!    reassembles fragments
 //!    within the limits, and decodes the envelope zero-copy: the payload
 //!    (and, in MessagePack, the room name) is a slice of the received buffer.
 //! 3. It checks the publish against the connection's grants and rate, then

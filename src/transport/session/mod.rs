@@ -1,27 +1,27 @@
 //! One WebSocket connection, from upgrade to close. The read side lives
-//! here: it reads frames (fastwebsockets, behind [`mask_check`], which
-//! refuses unmasked client frames), reassembles messages
+//! here: it reads frames ([`frames`]: our own reader, which keeps no
+//! buffer while the connection is idle and refuses unmasked client
+//! frames), reassembles messages
 //! ([`reassembly`]), decodes each envelope, checks it against the
 //! connection's identity and publish limits ([`limiter`]), and hands it to
 //! the connection's [`Member`], which does the routing. Beside it in the
 //! same task, the [`writer`] drains the member's outbound queue.
 
+mod frames;
 mod limiter;
-mod mask_check;
 mod reassembly;
 mod writer;
 
 use std::cell::Cell;
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead};
+use fastwebsockets::WebSocket;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tokio_rustls::server::TlsStream;
@@ -41,8 +41,8 @@ use crate::router::member::Member;
 use crate::router::outbound::Closing;
 use crate::router::Query;
 
+use frames::{Frame, FrameReader, OpCode, ReadError};
 use limiter::PublishLimiter;
-use mask_check::{MaskCheck, UnmaskedFrame};
 use reassembly::{violation, DataFrame, Reassembly, Violation};
 use writer::{write_loop, Clocks};
 
@@ -106,7 +106,7 @@ pub(crate) async fn run(
     let upgraded = ws.into_inner().into_inner();
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let early = Bytes::copy_from_slice(&parts.read_buf);
+            let early = early_bytes(parts.read_buf);
             let (read_half, write_half) = parts.io.into_inner().into_split();
             return connection(read_half, write_half, early, link).await;
         }
@@ -114,12 +114,20 @@ pub(crate) async fn run(
     };
     match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
         Ok(parts) => {
-            let early = Bytes::copy_from_slice(&parts.read_buf);
+            let early = early_bytes(parts.read_buf);
             let (read_half, write_half) = tokio::io::split(parts.io.into_inner());
             connection(read_half, write_half, early, link).await;
         }
         Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
     }
+}
+
+/// What the client sent after its upgrade request, before the upgrade
+/// completed, copied out of hyper's read buffer. The buffer itself (8 KiB)
+/// is dropped here: kept (as a field of the parts, alive while the
+/// connection is awaited) it doubled an idle connection's memory.
+fn early_bytes(read_buf: Bytes) -> Bytes {
+    Bytes::copy_from_slice(&read_buf)
 }
 
 /// An upgraded connection's parameters, whatever its transport.
@@ -150,13 +158,9 @@ where
     } = admitted;
     let node = core.node().clone();
     let limits = &node.limits;
-    let reader = MaskCheck::new(AsyncReadExt::chain(Cursor::new(early), read_half));
-    let (mut ws_read, _) =
-        fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
-    ws_read.set_auto_close(false);
-    ws_read.set_auto_pong(false);
-    // fastwebsockets refuses frames of this size or more, before allocating.
-    ws_read.set_max_message_size(limits.max_message_size.saturating_add(1));
+    let mut read_half = read_half;
+    // Frames of this size or more are refused before they are buffered.
+    let mut frames = FrameReader::new(early, limits.max_message_size.saturating_add(1));
 
     let member = Member::new(core.clone(), codec.into(), identity.user.clone());
     let outbound = member.outbound().clone();
@@ -197,7 +201,7 @@ where
         let writer = write_loop(write_half, outbound.clone(), clocks, &node, counters);
         let mut writer = pin!(writer);
         let end = {
-            let mut reader = pin!(session.read_loop(&mut ws_read));
+            let mut reader = pin!(session.read_loop(&mut frames, &mut read_half));
             tokio::select! {
                 end = &mut reader => Some(end),
                 () = &mut writer => {
@@ -263,23 +267,11 @@ struct Session {
     expiry: Rc<Cell<Option<Instant>>>,
 }
 
-fn payload_bytes(payload: Payload<'_>) -> Bytes {
-    match payload {
-        Payload::Bytes(bytes) => bytes.freeze(),
-        other => Bytes::copy_from_slice(&other),
-    }
-}
-
-fn read_error(error: WebSocketError) -> ReadEnd {
-    use WebSocketError as E;
+fn read_error(error: ReadError) -> ReadEnd {
     match error {
-        E::FrameTooLarge => violation(close_code::MESSAGE_TOO_BIG, "message too big").into(),
-        E::InvalidUTF8 => violation(close_code::INVALID_PAYLOAD, "invalid UTF-8").into(),
-        E::IoError(error) if UnmaskedFrame::caused(&error) => {
-            violation(close_code::PROTOCOL_ERROR, "unmasked frame").into()
-        }
-        E::UnexpectedEOF | E::IoError(_) | E::ConnectionClosed => ReadEnd::Gone,
-        _ => violation(close_code::PROTOCOL_ERROR, "protocol error").into(),
+        ReadError::TooBig => violation(close_code::MESSAGE_TOO_BIG, "message too big").into(),
+        ReadError::Protocol(reason) => violation(close_code::PROTOCOL_ERROR, reason).into(),
+        ReadError::Gone => ReadEnd::Gone,
     }
 }
 
@@ -308,10 +300,13 @@ fn close_frame(payload: &[u8]) -> ReadEnd {
 }
 
 impl Session {
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, ws: &mut WebSocketRead<R>) -> ReadEnd {
-        let mut no_send = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        frames: &mut FrameReader,
+        socket: &mut R,
+    ) -> ReadEnd {
         loop {
-            let frame = match ws.read_frame(&mut no_send).await {
+            let frame = match frames.next(socket).await {
                 Ok(frame) => frame,
                 Err(error) => return read_error(error),
             };
@@ -326,9 +321,14 @@ impl Session {
         }
     }
 
-    async fn on_frame(&mut self, frame: Frame<'_>) -> Result<(), ReadEnd> {
+    async fn on_frame(&mut self, frame: Frame) -> Result<(), ReadEnd> {
         let kind = match frame.opcode {
             OpCode::Binary => DataFrame::Binary,
+            // A whole text message that is not UTF-8 is refused as such
+            // (1007) before anything else is said of it.
+            OpCode::Text if frame.fin && std::str::from_utf8(&frame.payload).is_err() => {
+                return Err(violation(close_code::INVALID_PAYLOAD, "invalid UTF-8").into());
+            }
             OpCode::Text => DataFrame::Text,
             OpCode::Continuation => DataFrame::Continuation,
             OpCode::Ping => {
@@ -350,8 +350,7 @@ impl Session {
             }
             OpCode::Close => return Err(close_frame(&frame.payload)),
         };
-        let payload = payload_bytes(frame.payload);
-        match self.reassembly.frame(kind, frame.fin, payload)? {
+        match self.reassembly.frame(kind, frame.fin, frame.payload)? {
             Some(message) => self.on_message(message.payload, message.text).await,
             None => Ok(()),
         }
