@@ -108,7 +108,10 @@ pub(crate) async fn run(
         Ok(parts) => {
             let early = early_bytes(parts.read_buf);
             let (read_half, write_half) = parts.io.into_inner().into_split();
-            return connection(read_half, write_half, early, link).await;
+            // Boxed, as the TLS one below: the compiler gives each branch's
+            // future its own room in this one, which doubled an idle
+            // connection's memory; boxed, only the one that runs is paid for.
+            return Box::pin(connection(read_half, write_half, early, link)).await;
         }
         Err(upgraded) => upgraded,
     };
@@ -116,7 +119,7 @@ pub(crate) async fn run(
         Ok(parts) => {
             let early = early_bytes(parts.read_buf);
             let (read_half, write_half) = tokio::io::split(parts.io.into_inner());
-            connection(read_half, write_half, early, link).await;
+            Box::pin(connection(read_half, write_half, early, link)).await;
         }
         Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
     }
