@@ -187,6 +187,7 @@ class Inbox:
 
     def __init__(self, client: roomcast.Client) -> None:
         self.events: list[roomcast.Event] = []
+        self._taken: dict[type, int] = {}
         self._changed = asyncio.Condition()
         self._task = asyncio.create_task(self._gather(client.events()))
 
@@ -210,7 +211,17 @@ class Inbox:
         await within(wait(), what, seconds)
 
     async def next(self, kind: type[T], what: str, seconds: float = PATIENCE) -> T:
-        """The first event of `kind` after those already seen of it."""
-        seen = len(self.of(kind))
-        await self.until(lambda inbox: len(inbox.of(kind)) > seen, what, seconds)
-        return self.of(kind)[seen]
+        """The first event of `kind` that `next` has not returned yet."""
+        taken = self._taken.get(kind, 0)
+        await self.until(lambda inbox: len(inbox.of(kind)) > taken, what, seconds)
+        self._taken[kind] = taken + 1
+        return self.of(kind)[taken]
+
+    async def resubscribed(self, what: str, seconds: float = PATIENCE) -> roomcast.Subscribed:
+        """The first `Subscribed` event of a resume after a reconnect."""
+
+        def resumes(inbox: Inbox) -> list[roomcast.Subscribed]:
+            return [s for s in inbox.of(roomcast.Subscribed) if s.resubscribed]
+
+        await self.until(lambda inbox: bool(resumes(inbox)), what, seconds)
+        return resumes(self)[0]

@@ -32,6 +32,7 @@ async def test_a_subscriber_cut_off_gets_every_missed_offset_exactly_once(broker
         await carol.publish("ticks.eth", b"eth 0")
         network.admit()
 
+        await inbox.next(roomcast.Connected, "the first connection")
         reconnected = await inbox.next(roomcast.Connected, "the reconnect")
         assert reconnected.reconnected
         await inbox.until(lambda i: len(i.messages()) == 41, "every missed message")
@@ -63,7 +64,7 @@ async def test_a_subscriber_away_too_long_is_told_it_missed_messages(clients):
                 await carol.publish("ticks.btc", f"{n}")
             network.admit()
 
-            resumed = await inbox.next(roomcast.Subscribed, "the resubscribe")
+            resumed = await inbox.resubscribed("the resubscribe")
             assert resumed.resubscribed and not resumed.recovered, "5 kept, 20 missed: must reload"
             assert resumed.position.offset == 20
             await carol.publish("ticks.btc", b"next")
@@ -86,7 +87,7 @@ async def test_a_broker_restart_closes_with_1012_and_the_client_comes_back(clien
 
     broker = Broker("--history-size", "100", port=port)
     try:
-        resumed = await inbox.next(roomcast.Subscribed, "the resubscribe after the restart")
+        resumed = await inbox.resubscribed("the resubscribe after the restart")
         assert resumed.resubscribed and not resumed.recovered, "a restart loses the room's order"
         assert resumed.position.epoch != first.epoch
         ack = await within(alice.publish("ticks.btc", b"after"), "a publish after the restart")

@@ -538,7 +538,7 @@ class Client:
             asyncio.create_task(self.close())
         except (NotConnected, Closed):
             pass  # the next connection plans its own refresh
-        except RoomcastError as error:
+        except (RoomcastError, OSError) as error:
             log.warning("roomcast: token refresh failed (%s); trying again in 1 s", error)
             self._refresher = asyncio.create_task(self._refresh_later(1.0), name="roomcast-refresh")
 

@@ -49,6 +49,12 @@ class Unauthorized(HandshakeError):
         super().__init__(message, status)
 
 
+class TokenUnavailable(RoomcastError):
+    """`get_token` raised something other than `Unauthorized` (its service
+    is down, say): the client tries again, on the next reconnect attempt or
+    a second later for a refresh."""
+
+
 class ServerError(RoomcastError):
     """The server answered the request with an error reply; `code` is one
     of PROTOCOL.md's error codes (e.g. 106 not enabled, 107 permission denied)."""

@@ -51,5 +51,6 @@ class ClientOptions:
     #: many publications. Default 64 MiB.
     max_message_size: int = 64 << 20
     #: A token is refreshed this many seconds before its `exp`, or halfway
-    #: through its life if that is sooner (only with `get_token`). Default 30.
+    #: through what is left of its life if that is later (only with
+    #: `get_token`). Default 30.
     refresh_margin: float = 30.0

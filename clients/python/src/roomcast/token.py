@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-from .errors import Unauthorized
+from .errors import RoomcastError, TokenUnavailable, Unauthorized
 
 #: A callback that returns a fresh token, plain or async. Raise
 #: `Unauthorized` from it to make the client stop for good.
@@ -56,8 +56,13 @@ class TokenKeeper:
         """A new token from the source; raises `Unauthorized` without one."""
         if self._source is None:
             raise Unauthorized("the token was refused and there is no get_token to ask for another", None)
-        got = self._source()
-        token = await got if inspect.isawaitable(got) else got
+        try:
+            got = self._source()
+            token = await got if inspect.isawaitable(got) else got
+        except RoomcastError:
+            raise
+        except Exception as failed:
+            raise TokenUnavailable(f"get_token failed: {failed!r}") from failed
         if not isinstance(token, str) or not token:
             raise Unauthorized("get_token returned no token", None)
         return token
@@ -74,7 +79,8 @@ class TokenKeeper:
 
     def refresh_delay(self, margin: float) -> float | None:
         """Seconds until the current token should be replaced: `margin`
-        before its `exp`, or halfway through what is left if that is sooner;
+        before its `exp`, or halfway through what is left if that is later
+        (a token shorter-lived than the margin is not refreshed at once);
         None when it cannot be refreshed or has no `exp`."""
         if self._source is None or self._token is None:
             return None
@@ -82,4 +88,4 @@ class TokenKeeper:
         if exp is None:
             return None
         left = exp - time.time()
-        return max(0.0, min(left - margin, left / 2))
+        return max(0.0, left - margin, left / 2)
