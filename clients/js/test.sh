@@ -34,6 +34,9 @@ if [[ ! -x /usr/bin/chromium ]]; then
     || { "${as_root[@]}" apt-get update && "${as_root[@]}" apt-get install -y --no-install-recommends chromium; }
 fi
 
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+(( node_major >= 20 )) || { echo "clients/js needs Node 20 or later (found $(node --version))" >&2; exit 1; }
+
 cd "$here"
 npm ci --no-audit --no-fund
 npm run build

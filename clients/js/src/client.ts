@@ -191,7 +191,9 @@ export class Client extends Emitter<ClientEvents> {
       maxQueuedPublishes: options.maxQueuedPublishes ?? 1024,
     };
     const random = new Uint8Array(8);
-    globalThis.crypto.getRandomValues(random);
+    // Keys must not collide across the room's publishers: a CSPRNG where there is one.
+    if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(random);
+    else random.forEach((_, i) => (random[i] = Math.random() * 256));
     this._keyPrefix = Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
