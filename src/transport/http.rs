@@ -260,7 +260,11 @@ async fn handle(
                     ip_slot,
                     identity,
                 };
-                session::run(ws, codec, core, peer, admitted, mode).await
+                // Boxed in a statement of its own, so this task's future
+                // keeps no room for the upgrade's state beside the
+                // session's (an idle connection's memory, issue 11).
+                let session = Box::pin(session::run(ws, codec, core, peer, admitted, mode));
+                session.await
             }
             Err(error) => tracing::debug!(%peer, %error, "upgrade did not complete"),
         }

@@ -111,7 +111,10 @@ pub(crate) async fn run(
             // Boxed, as the TLS one below: the compiler gives each branch's
             // future its own room in this one, which doubled an idle
             // connection's memory; boxed, only the one that runs is paid for.
-            return Box::pin(connection(read_half, write_half, early, link)).await;
+            // Boxed in a statement of its own: a temporary would keep its
+            // room in this future until the end of the awaiting statement.
+            let connection = Box::pin(connection(read_half, write_half, early, link));
+            return connection.await;
         }
         Err(upgraded) => upgraded,
     };
@@ -119,7 +122,8 @@ pub(crate) async fn run(
         Ok(parts) => {
             let early = early_bytes(parts.read_buf);
             let (read_half, write_half) = tokio::io::split(parts.io.into_inner());
-            Box::pin(connection(read_half, write_half, early, link)).await;
+            let connection = Box::pin(connection(read_half, write_half, early, link));
+            connection.await;
         }
         Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
     }
