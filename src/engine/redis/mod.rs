@@ -978,18 +978,20 @@ impl RedisEngine {
         }
     }
 
-    /// A publication from the room's channel.
+    /// A publication from the room's channel: the next one is handed over
+    /// in place (one lookup, nothing cloned: this runs per message).
     fn on_publication(&mut self, name: &RoomName, epoch: Epoch, offset: Offset, data: Bytes) {
-        let Some(follow) = self.rooms.get_mut(name).and_then(|r| r.follow.as_mut()) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
-        let Some(at) = follow
-            .at
-            .clone()
-            .filter(|_| follow.stage == Stage::Live && !follow.filling)
-        else {
-            hold(follow, epoch, offset, data);
+        let waiting = !room.queue.is_empty();
+        let Some(follow) = room.follow.as_mut() else {
             return;
+        };
+        let live = follow.stage == Stage::Live && !follow.filling;
+        let at = match &mut follow.at {
+            Some(at) if live => at,
+            _ => return hold(follow, epoch, offset, data),
         };
         if epoch != at.epoch {
             // Another epoch: Redis lost the room (restarted without
@@ -999,16 +1001,24 @@ impl RedisEngine {
                 offset: Offset(offset.0.saturating_sub(1)),
             };
             self.lose(name, position);
+            self.hand_over(name, &epoch, offset, data);
         } else if offset <= at.offset {
             return; // Seen already (a resubscription overlaps).
         } else if offset > at.offset.next() {
+            let after = at.offset;
             hold(follow, epoch, offset, data);
-            let (after, upto) = (at.offset, Offset(offset.0 - 1));
+            let upto = Offset(offset.0 - 1);
             self.read_range(name, after.next(), upto, Fill::Gap { after, upto });
             return;
+        } else {
+            at.offset = offset;
+            let item = Feed::Publication { offset, data };
+            self.events.push(EngineEvent::Feed(name.clone(), item));
         }
-        self.hand_over(name, &epoch, offset, data);
-        self.settle(name);
+        // A recovery may be parked until the feed reaches its offset.
+        if waiting {
+            self.settle(name);
+        }
     }
 
     /// Feeds the messages held back, in order, until one has to wait again.
