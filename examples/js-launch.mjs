@@ -31,7 +31,7 @@ export async function startBroker(flags) {
     execFileSync("cargo", ["build", "--release", "--bin", "roomcast"], { cwd: repo, stdio: "inherit" });
     bin = join(process.env.CARGO_TARGET_DIR ?? join(repo, "target"), "release/roomcast");
   }
-  const child = spawn(bin, ["--listen", "127.0.0.1:0", "--pin-cores", "false", ...flags], {
+  const child = spawn(bin, ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--pin-cores", "false", ...flags], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   process.on("exit", () => child.kill());

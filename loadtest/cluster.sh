@@ -77,7 +77,7 @@ start_nodes() {
         # engine, not the limiter (which would answer 109 past 10,000/s).
         ROOMCAST_PUBLISH_RATE=0 ROOMCAST_PUBLISH_BYTES_RATE=0 \
             taskset -c "$cpu" target/release/roomcast --listen "127.0.0.1:$port" \
-            --workers 1 "${extra[@]}" >/dev/null 2>&1 &
+            --workers 1 --admin-listen off "${extra[@]}" >/dev/null 2>&1 &
         pids+=($!)
         wait_port "$port"
     done

@@ -64,6 +64,23 @@ fn parse_path(s: &str) -> Result<String, String> {
     }
 }
 
+/// `off`, or an address for a listener of its own.
+fn parse_admin_listen(s: &str) -> Result<String, String> {
+    if s == "off" {
+        return Ok(s.to_owned());
+    }
+    parse_addr(s).map(|_| s.to_owned())
+}
+
+/// A path, or empty for "off".
+fn parse_optional_path(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Ok(String::new())
+    } else {
+        parse_path(s)
+    }
+}
+
 fn parse_policy(s: &str) -> Result<SlowConsumerPolicy, String> {
     s.parse()
 }
@@ -316,6 +333,20 @@ settings! {
     redis_url: String = String::new(), env "ROOMCAST_REDIS_URL", parse parse_text, shown "";
     /// Time limit of every Redis command; past it the operation fails with error 110 (the node keeps reconnecting).
     redis_command_timeout: Duration = Duration::from_secs(1), env "ROOMCAST_REDIS_COMMAND_TIMEOUT", parse parse_duration, shown "1s";
+    /// Address of the admin listener (HTTP API, `/metrics`, `/health`, `/ready`, `/stats`, `/dashboard`); `off` turns it off. Keep it off the public network: docs/SECURITY.md.
+    admin_listen: String = "127.0.0.1:9090".to_owned(), env "ROOMCAST_ADMIN_LISTEN", parse parse_admin_listen, shown "127.0.0.1:9090";
+    /// Also answer `GET /stats` on the public listener (it is always on the admin listener).
+    stats_on_public: bool = false, env "ROOMCAST_STATS_ON_PUBLIC", parse parse_bool, shown "false";
+    /// Key backends send in `X-API-Key` to use the HTTP API on the admin listener. Empty: the API is off (404), never open.
+    api_key: Secret = Secret::default(), env "ROOMCAST_API_KEY", parse parse_secret, shown "";
+    /// Largest HTTP API request body in bytes; larger gets 413.
+    api_max_body_bytes: usize = 1024 * 1024, env "ROOMCAST_API_MAX_BODY_BYTES", parse parse_count, shown "1048576";
+    /// Path of the Server-Sent Events endpoint on the public listener (empty: off).
+    sse_path: String = "/sse".to_owned(), env "ROOMCAST_SSE_PATH", parse parse_optional_path, shown "/sse";
+    /// Room patterns whose payloads are UTF-8 text: SSE sends them as text instead of base64.
+    sse_text_rooms: List = List::default(), env "ROOMCAST_SSE_TEXT_ROOMS", parse parse_list, shown "";
+    /// Interval between SSE heartbeat comments on an otherwise quiet stream.
+    sse_heartbeat: Duration = Duration::from_secs(15), env "ROOMCAST_SSE_HEARTBEAT", parse parse_duration, shown "15s";
     /// Path of an echo endpoint for protocol conformance tests (Autobahn), through the same reader, writer and limits as `path` (empty: off).
     echo_path: String = String::new(), env "ROOMCAST_ECHO_PATH", parse parse_text, shown "";
 }
@@ -380,6 +411,11 @@ impl Config {
         let config = args.resolve();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Where the admin listener binds, or `None` when it is off.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listen.parse().ok()
     }
 
     /// The options of `room`: the first matching `rooms` rule over the flat defaults.
@@ -508,6 +544,17 @@ impl Config {
                 "echo_path",
                 "must start with '/', contain no spaces and differ from path",
             );
+        }
+        if !self.sse_path.is_empty()
+            && (self.sse_path == self.path || self.sse_path == self.echo_path)
+        {
+            return invalid("sse_path", "must differ from path and echo_path");
+        }
+        if self.api_max_body_bytes == 0 {
+            return invalid("api_max_body_bytes", "must be at least 1");
+        }
+        if self.sse_heartbeat.is_zero() {
+            return invalid("sse_heartbeat", "must be longer than zero");
         }
         if self.history_max_page == 0 {
             return invalid("history_max_page", "must be at least 1");

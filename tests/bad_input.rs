@@ -438,13 +438,43 @@ async fn http_answers_before_the_upgrade() {
             .contains("sec-websocket-protocol: roomcast.v1.proto"),
         "{proto}"
     );
+    // The counters live on the admin listener, not on the public port.
+    let get_stats = b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let public = http_request(addr, get_stats).await;
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
+    let stats = http_request(broker.admin(), get_stats).await;
+    assert!(
+        stats.starts_with("HTTP/1.1 200") && stats.contains("\"deliveries\""),
+        "{stats}"
+    );
+    // The admin listener's unknown paths answer a JSON error body.
+    let unknown = http_request(
+        broker.admin(),
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    assert!(
+        unknown.contains(r#"{"error":{"code":404,"message":"no endpoint GET /nope"}}"#),
+        "{unknown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_on_the_public_port_is_an_opt_in_and_the_admin_port_can_be_turned_off() {
+    let broker = Broker::start_with(roomcast::Config {
+        stats_on_public: true,
+        admin_listen: "off".to_owned(),
+        ..config()
+    });
+    assert_eq!(broker.server().admin_addr(), None);
     let stats = http_request(
-        addr,
+        broker.addr,
         b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(
-        stats.starts_with("HTTP/1.1 200") && stats.contains("\"deliveries\""),
+        stats.starts_with("HTTP/1.1 200") && stats.contains("\"connections_open\""),
         "{stats}"
     );
 }

@@ -1774,7 +1774,7 @@ async fn hostile_clients_get_their_documented_answers_and_a_good_subscriber_miss
         stats.connections_open, 2,
         "only the watcher and the publisher are left: {stats:?}"
     );
-    let json = stats_json(addr).await;
+    let json = stats_json(broker.admin()).await;
     for (name, value) in [
         ("protocol_closes", stats.protocol_closes),
         ("auth_failures", stats.auth_failures),
@@ -1827,6 +1827,8 @@ impl Binary {
                 "false",
                 "--drain-period",
                 "100ms",
+                "--admin-listen",
+                "127.0.0.1:0",
             ])
             .env("ROOMCAST_JWT_SECRET", secret)
             .env("RUST_LOG", "trace")

@@ -91,6 +91,8 @@ async fn the_binary_exits_0_on_sigterm_after_closing_its_clients_with_1012() {
             "2",
             "--drain-period",
             "100ms",
+            "--admin-listen",
+            "127.0.0.1:0",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

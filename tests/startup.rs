@@ -56,6 +56,7 @@ fn the_binary_prints_wss_when_it_serves_tls() {
     let (cert, key) = common::tls::self_signed(&dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(["--tls-cert", &cert, "--tls-key", &key])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -25,7 +25,7 @@ if ! listening; then
         ROOMCAST_BIN=$repo/target/debug/roomcast
     fi
     "$ROOMCAST_BIN" --listen "127.0.0.1:$port" --history-size 100 --presence true \
-        --join-leave true --jwt-secret "$secret" >/dev/null 2>&1 &
+        --join-leave true --jwt-secret "$secret" --admin-listen 127.0.0.1:0 >/dev/null 2>&1 &
     broker=$!
     trap 'kill "$broker" 2>/dev/null' EXIT
     for _ in $(seq 100); do listening && break; sleep 0.1; done

@@ -32,6 +32,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on admin_listen={addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
     #[error("core {core} could not start: {reason}")]
@@ -55,6 +60,8 @@ pub(crate) struct StartOptions {
 /// A running node.
 pub struct Server {
     local_addr: SocketAddr,
+    /// Where the admin listener listens, when it is on.
+    admin_addr: Option<SocketAddr>,
     node: Arc<Node>,
     mailboxes: Arc<[Mailbox]>,
     threads: Vec<JoinHandle<()>>,
@@ -76,11 +83,21 @@ impl Server {
         };
         let listeners = listener::bind_all(config.listen, workers).map_err(bind_error)?;
         let local_addr = listeners[0].local_addr().map_err(bind_error)?;
+        let mut admin = match config.admin_addr() {
+            Some(addr) => {
+                let admin_error = |source| StartError::AdminBind { addr, source };
+                let listener = listener::bind_all(addr, 1).map_err(admin_error)?;
+                listener.into_iter().next()
+            }
+            None => None,
+        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let tls = crate::transport::tls::acceptor(&config)?;
         let (mailboxes, inboxes) = postbox::mailboxes(workers, config.core_queue_capacity);
         let node = Arc::new(Node::new(config, tls)?);
         let mut server = Server {
             local_addr,
+            admin_addr,
             node: node.clone(),
             mailboxes: mailboxes.clone(),
             threads: Vec::with_capacity(workers),
@@ -95,6 +112,7 @@ impl Server {
                 mailboxes: mailboxes.clone(),
                 inbox,
                 listener,
+                admin: if n == 0 { admin.take() } else { None },
                 options: options.clone(),
                 ready: ready_tx.clone(),
             };
@@ -134,6 +152,12 @@ impl Server {
     /// The address the node listens on (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the admin listener (`/stats`, `/metrics`, the API),
+    /// or `None` when `admin_listen` is `off`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The node's counters, now.
@@ -179,6 +203,8 @@ struct CoreStart {
     mailboxes: Arc<[Mailbox]>,
     inbox: Inbox,
     listener: std::net::TcpListener,
+    /// Core 0 serves the admin listener, when it is on.
+    admin: Option<std::net::TcpListener>,
     options: StartOptions,
     ready: mpsc::Sender<Result<(), StartError>>,
 }
@@ -193,6 +219,7 @@ impl CoreStart {
             mailboxes,
             inbox,
             listener,
+            admin,
             options,
             ready,
         } = self;
@@ -221,8 +248,17 @@ impl CoreStart {
                 Ok(engine) => engine,
                 Err(error) => return failed(error.to_string()),
             };
+            let admin = match admin.map(TcpListener::from_std).transpose() {
+                Ok(admin) => admin,
+                Err(error) => {
+                    return failed(format!("cannot register the admin listener: {error}"))
+                }
+            };
             let core = Rc::new(Core::new(id, node, mailboxes, engine));
             tokio::task::spawn_local(listener::accept(listener, core.clone()));
+            if let Some(admin) = admin {
+                tokio::task::spawn_local(crate::admin::accept(admin, core.clone()));
+            }
             tokio::task::spawn_local(core.clone().sweep());
             let _ = started.send(Ok(()));
             core.drive(inbox).await;
@@ -239,6 +275,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         server.url(),
         server.node.config.workers
     );
+    if let Some(addr) = server.admin_addr() {
+        println!("roomcast admin on http://{addr}");
+    }
     shutdown.await;
     tracing::info!("shutting down: draining connections");
     server.shutdown();

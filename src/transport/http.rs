@@ -5,7 +5,7 @@
 //! |-------------------------------------------|--------|
 //! | more than `max_handshakes_in_progress`    | 503, before the request is read |
 //! | over `handshake_rate_per_ip`              | 429, before the request is read |
-//! | `GET /stats`                              | 200, the node's counters as JSON |
+//! | `GET /stats` with `stats_on_public`       | 200, the node's counters as JSON (always on the admin listener) |
 //! | any other path than `path` (or `echo_path`)| 404 |
 //! | `path` without a WebSocket upgrade        | 426, a short text |
 //! | upgrade while shutting down               | 503 |
@@ -153,7 +153,7 @@ async fn handle(
     } else if !config.echo_path.is_empty() && path == config.echo_path {
         Mode::Echo
     } else {
-        if path == "/stats" && req.method() == Method::GET {
+        if config.stats_on_public && path == "/stats" && req.method() == Method::GET {
             let json = serde_json::to_vec(&node.stats.snapshot()).unwrap_or_default();
             let mut response = Response::new(Full::new(Bytes::from(json)));
             response

@@ -15,6 +15,7 @@ pub fn config() -> Config {
         workers: 2,
         pin_cores: false,
         drain_period: Duration::from_millis(200),
+        admin_listen: "127.0.0.1:0".to_owned(),
         ..Config::default()
     }
 }
@@ -47,6 +48,13 @@ impl Broker {
             server: Some(server),
             addr,
         }
+    }
+
+    /// The admin listener's address (on an ephemeral port in tests).
+    pub fn admin(&self) -> SocketAddr {
+        self.server()
+            .admin_addr()
+            .expect("the test broker has an admin listener")
     }
 
     pub fn server(&self) -> &Server {

@@ -23,6 +23,8 @@ impl NodeProcess {
                 "2",
                 "--pin-cores",
                 "false",
+                "--admin-listen",
+                "127.0.0.1:0",
             ])
             .args(["--redis-url", redis_url])
             .args(extra)

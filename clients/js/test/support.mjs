@@ -9,7 +9,7 @@ export const BIN = process.env.ROOMCAST_BIN;
 if (!BIN) throw new Error("set ROOMCAST_BIN to the roomcast binary (clients/js/test.sh does)");
 
 /** The flags the client tests run every broker with; `extra` adds to them. */
-const FLAGS = ["--workers", "2", "--pin-cores", "false", "--history-size", "100", "--presence", "true", "--join-leave", "true"];
+const FLAGS = ["--admin-listen", "127.0.0.1:0", "--workers", "2", "--pin-cores", "false", "--history-size", "100", "--presence", "true", "--join-leave", "true"];
 
 /**
  * Starts `roomcast --listen 127.0.0.1:0 ...` and waits for its first line,
@@ -28,16 +28,20 @@ export async function startBroker(extra = [], listen = "127.0.0.1:0") {
     });
     child.once("exit", (code) => reject(new Error(`roomcast exited (${code}): ${stderr}`)));
   });
+  // The second line says where the admin listener is (`roomcast admin on http://...`).
+  const second = await new Promise((resolve) => lines.once("line", resolve));
   lines.on("line", () => {}); // keep draining stdout
   const match = /ws:\/\/127\.0\.0\.1:(\d+)(\/\S*)/.exec(first);
   if (!match) throw new Error(`unexpected first line: ${first}`);
   const port = Number(match[1]);
+  const admin = /http:\/\/(\S+)/.exec(second)?.[1];
+  if (!admin) throw new Error(`unexpected second line: ${second}`);
   return {
     port,
     url: `ws://127.0.0.1:${port}${match[2]}`,
     child,
-    /** The node's counters (GET /stats). */
-    stats: async () => (await fetch(`http://127.0.0.1:${port}/stats`)).json(),
+    /** The node's counters (GET /stats on the admin listener). */
+    stats: async () => (await fetch(`http://${admin}/stats`)).json(),
     /** SIGTERM: a graceful shutdown (every connection closed with 1012). */
     async stop(signal = "SIGTERM") {
       if (child.exitCode !== null) return;

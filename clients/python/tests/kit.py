@@ -46,6 +46,7 @@ class Broker:
             "--listen", f"127.0.0.1:{port}",
             "--workers", "2",
             "--pin-cores", "false",
+            "--admin-listen", "127.0.0.1:0",
             *settings,
         ]  # fmt: skip
         if not BINARY.exists():
