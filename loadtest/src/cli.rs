@@ -90,6 +90,10 @@ pub(crate) struct Args {
     /// between reads), to make the server's slow-consumer policy act.
     #[arg(long, default_value_t = 0)]
     pub(crate) slow_subscribers: usize,
+    /// No progress line each second on stderr (the summary and the JSON
+    /// line are printed either way).
+    #[arg(long)]
+    pub(crate) quiet: bool,
     /// How long a slow subscriber sleeps after each read.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub(crate) slow_read_delay: Duration,
@@ -172,6 +176,8 @@ pub(crate) struct SubscriberSpec {
 #[derive(Debug, Clone)]
 pub(crate) struct PubSubPlan {
     pub(crate) scenario: Scenario,
+    /// No progress lines.
+    pub(crate) quiet: bool,
     pub(crate) target: Target,
     /// Where subscriber `i` connects: `subscriber_targets[i % len]`.
     pub(crate) subscriber_targets: Vec<Target>,
@@ -204,6 +210,8 @@ impl PubSubPlan {
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionsPlan {
     pub(crate) target: Target,
+    /// No progress lines.
+    pub(crate) quiet: bool,
     pub(crate) connections: usize,
     /// Each connection subscribes to room `i % rooms` (none when empty).
     pub(crate) rooms: Vec<RoomName>,
@@ -244,6 +252,7 @@ impl Args {
                 .collect::<anyhow::Result<_>>()?;
             return Ok(Plan::Connections(ConnectionsPlan {
                 target,
+                quiet: self.quiet,
                 connections: self.connections.unwrap_or(10_000),
                 rooms,
                 hold: self.hold,
@@ -320,6 +329,7 @@ impl Args {
         };
         Ok(Plan::PubSub(PubSubPlan {
             scenario: self.scenario,
+            quiet: self.quiet,
             target,
             subscriber_targets,
             payload: self.payload,

@@ -22,6 +22,7 @@ use tokio::task::{spawn_local, LocalSet};
 use crate::cli::ConnectionsPlan;
 use crate::conn::{Conn, ConnectOptions, SetupError, SETUP_TIMEOUT};
 use crate::measure::{process_rss_kib, CpuSnapshot};
+use crate::progress::{Board, Live, Progress};
 use crate::ws::{self, Frame, Parsed};
 
 /// Read buffer of a held connection: it only ever gets pings.
@@ -64,13 +65,14 @@ pub(crate) fn run(
     let began = Instant::now();
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let board = Board::new(plan.threads);
     let mut handles = Vec::with_capacity(plan.threads);
     for index in 0..plan.threads {
         let plan = shared_plan.clone();
-        let (ready, stop) = (ready_tx.clone(), stop_rx.clone());
+        let (ready, stop, live) = (ready_tx.clone(), stop_rx.clone(), board.thread(index));
         let handle = thread::Builder::new()
             .name(format!("load-{index}"))
-            .spawn(move || worker(index, plan, ready, stop))
+            .spawn(move || worker(index, plan, ready, stop, live))
             .context("spawning a generator thread")?;
         handles.push(handle);
     }
@@ -78,10 +80,17 @@ pub(crate) fn run(
 
     let mut opened = 0;
     let mut errors = BTreeMap::new();
+    let mut progress = Progress::new(board, plan.quiet);
     for _ in 0..plan.threads {
-        let report = ready_rx
-            .recv()
-            .map_err(|_| anyhow!("a generator thread died"))?;
+        let report = loop {
+            match ready_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(report) => break report,
+                Err(mpsc::RecvTimeoutError::Timeout) => progress.tick("opening"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(anyhow!("a generator thread died"))
+                }
+            }
+        };
         opened += report.ok;
         for (error, n) in report.errors {
             *errors.entry(error).or_default() += n;
@@ -94,7 +103,7 @@ pub(crate) fn run(
         connect_time.as_secs_f64(),
         plan.hold
     );
-    thread::sleep(plan.hold.max(SETTLE));
+    progress.wait_until(Instant::now() + plan.hold.max(SETTLE), "holding");
     let rss_after_kib = plan.server_pid.and_then(|pid| process_rss_kib(pid).ok());
     let cpu_after = CpuSnapshot::take(plan.server_pid);
     let wall = began.elapsed();
@@ -140,6 +149,7 @@ fn worker(
     plan: Arc<ConnectionsPlan>,
     ready: mpsc::Sender<Opened>,
     stop: watch::Receiver<bool>,
+    live: Arc<Live>,
 ) -> anyhow::Result<u64> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -194,7 +204,10 @@ fn worker(
         // One report per connection; the held ones keep their senders.
         for _ in 0..mine.len() {
             match opened_rx.recv().await {
-                Some(Ok(())) => opened.ok += 1,
+                Some(Ok(())) => {
+                    opened.ok += 1;
+                    Live::add(&live.opened, 1);
+                }
                 Some(Err(error)) => *opened.errors.entry(error).or_default() += 1,
                 None => break,
             }

@@ -12,13 +12,15 @@
 //!   [`tally`] what they count.
 //! - [`connections`]: the `connections` scenario.
 //! - [`measure`]: clocks, CPU time, the server's /proc figures.
-//! - [`report`]: the JSON line and the table.
+//! - [`report`]: the JSON line and the table; [`progress`]: a line a
+//!   second while the run goes on.
 
 mod cli;
 mod conn;
 mod connections;
 mod envelope;
 mod measure;
+mod progress;
 mod publisher;
 mod pubsub;
 mod report;

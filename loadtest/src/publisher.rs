@@ -13,6 +13,7 @@ use crate::cli::PublishMode;
 use crate::conn::{Conn, PublishTemplate, END_MARKER};
 use crate::envelope::{self, Envelope};
 use crate::measure::{instant_at, now_ns};
+use crate::progress::Live;
 use crate::pubsub::Shared;
 use crate::tally::PublishTally;
 use crate::ws::{self, Frame, Parsed};
@@ -122,6 +123,7 @@ pub(crate) async fn run(mut conn: Conn, room: usize, shared: Rc<Shared>) -> Publ
                             }
             }
             sent += batch;
+            Live::add(&shared.live.published, batch);
             if times.in_window(now) {
                 in_window += batch;
             }

@@ -24,6 +24,7 @@ use tokio::task::{spawn_local, LocalSet};
 use crate::cli::PubSubPlan;
 use crate::conn::{ConnectOptions, SetupError, SETUP_TIMEOUT};
 use crate::measure::{instant_at, now_ns, CpuSnapshot};
+use crate::progress::{Board, Live, Progress};
 use crate::subscriber::{SubscriberJob, SLOW_RECV_BUFFER};
 use crate::tally::{new_histogram, DeliveryTally, PublishTally, Times};
 use crate::{conn::Conn, publisher, subscriber};
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Receiver<bool>,
     /// Subscribers that have finished, over all threads.
     pub(crate) subscribers_done: Arc<AtomicUsize>,
+    /// This thread's running counts, for the progress lines.
+    pub(crate) live: Arc<Live>,
 }
 
 /// What one thread managed to set up.
@@ -148,6 +151,7 @@ pub(crate) fn run(plan: PubSubPlan) -> anyhow::Result<PubSubOutcome> {
     let (go_tx, go_rx) = watch::channel::<Option<Arc<Go>>>(None);
     let (stop_tx, stop_rx) = watch::channel(false);
     let done = Arc::new(AtomicUsize::new(0));
+    let board = Board::new(threads);
 
     let setup_began = Instant::now();
     let mut handles = Vec::with_capacity(threads);
@@ -162,6 +166,7 @@ pub(crate) fn run(plan: PubSubPlan) -> anyhow::Result<PubSubOutcome> {
             go: go_rx.clone(),
             stop: stop_rx.clone(),
             done: done.clone(),
+            live: board.thread(index),
         };
         let handle = thread::Builder::new()
             .name(format!("load-{index}"))
@@ -212,13 +217,15 @@ pub(crate) fn run(plan: PubSubPlan) -> anyhow::Result<PubSubOutcome> {
         times,
         publishers_per_room: Arc::new(setup.publishers_per_room.clone()),
     })));
-    sleep_until_ns(times.t0);
+    let mut progress = Progress::new(board, plan.quiet);
+    progress.wait_until(instant_at(times.t0), "warm-up");
     let cpu_t0 = CpuSnapshot::take(plan.server_pid);
-    sleep_until_ns(times.t1);
+    progress.wait_until(instant_at(times.t1), "measuring");
     let cpu_t1 = CpuSnapshot::take(plan.server_pid);
     let deadline = times.t1 + plan.drain_timeout.as_nanos() as u64;
     while done.load(Ordering::Acquire) < subscribers && now_ns() < deadline {
         thread::sleep(Duration::from_millis(2));
+        progress.tick("draining");
     }
     let drain_timed_out = done.load(Ordering::Acquire) < subscribers;
     let drained_at = now_ns();
@@ -262,14 +269,6 @@ pub(crate) fn main_error(errors: &BTreeMap<String, u64>) -> Option<&str> {
         .map(|(e, _)| e.as_str())
 }
 
-fn sleep_until_ns(ns: u64) {
-    let until = instant_at(ns);
-    let now = Instant::now();
-    if until > now {
-        thread::sleep(until - now);
-    }
-}
-
 /// Stops the threads and returns `error`.
 fn abort<T>(
     stop: &watch::Sender<bool>,
@@ -294,6 +293,7 @@ struct Worker {
     go: watch::Receiver<Option<Arc<Go>>>,
     stop: watch::Receiver<bool>,
     done: Arc<AtomicUsize>,
+    live: Arc<Live>,
 }
 
 impl Worker {
@@ -427,6 +427,7 @@ impl Worker {
             latency: RefCell::new(new_histogram()),
             stop: self.stop.clone(),
             subscribers_done: self.done.clone(),
+            live: self.live.clone(),
         });
         let subscriber_runs: Vec<_> = subscribers
             .into_iter()

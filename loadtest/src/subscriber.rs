@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use crate::conn::Conn;
 use crate::envelope::{self, Envelope};
 use crate::measure::now_ns;
+use crate::progress::Live;
 use crate::pubsub::Shared;
 use crate::tally::{Delivery, DeliveryTally};
 use crate::ws::{self, Frame, Parsed};
@@ -67,6 +68,7 @@ async fn receive(job: SubscriberJob, shared: &Shared) -> DeliveryTally {
     let mut arrival = now_ns();
     'conn: loop {
         let mut pong = None;
+        let mut delivered = 0;
         let want = {
             let mut latency = shared.latency.borrow_mut();
             loop {
@@ -87,6 +89,7 @@ async fn receive(job: SubscriberJob, shared: &Shared) -> DeliveryTally {
                             offset,
                             data,
                         }) => {
+                            delivered += 1;
                             if r != room_name {
                                 tally.foreign += 1;
                             } else if tally.on_delivery(
@@ -116,6 +119,7 @@ async fn receive(job: SubscriberJob, shared: &Shared) -> DeliveryTally {
                 conn.buffer.consume(used);
             }
         };
+        Live::add(&shared.live.delivered, delivered);
         if markers >= markers_expected {
             tally.finished += 1;
             break;
