@@ -157,6 +157,8 @@ ensure_apt openssl openssl
 # redis-server and redis-cli for the Redis tests (tests/common/redis.rs).
 ensure_apt redis-server redis-server
 ensure_apt redis-cli redis-tools
+# Debian's chromium for the browser tests (clients/js, tests/browser).
+ensure_apt chromium chromium
 ensure_node
 
 step "Checking formatting"
@@ -181,6 +183,9 @@ run env ROOMCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/roomcast" clients/p
 
 step "Testing the TypeScript client in Node and headless Chromium (clients/js)"
 run env ROOMCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/roomcast" clients/js/test.sh
+
+step "Testing the admin dashboard in headless Chromium (tests/browser)"
+run env ROOMCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/roomcast" tests/browser/test.sh
 
 step "Documenting (no warnings allowed)"
 run env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p roomcast

@@ -234,3 +234,16 @@ pub(crate) const META_TTL_MARGIN: Duration = Duration::from_secs(3600);
 /// The Redis engine: fred's reconnect delay grows from the first to the
 /// second, forever.
 pub(crate) const REDIS_RECONNECT_DELAY: (u32, u32) = (100, 2_000);
+
+/// The dashboard: one publication in this many is counted towards its
+/// room's rate in the top-rooms table (an estimate; see `router::top_rooms`).
+pub(crate) const TOP_ROOMS_SAMPLE_EVERY: u32 = 16;
+
+/// The dashboard: rooms whose sampled rate each core tracks at most.
+pub(crate) const TOP_ROOMS_TRACKED: usize = 128;
+
+/// The dashboard: rooms each core reports, and the table shows.
+pub(crate) const TOP_ROOMS_SHOWN: usize = 10;
+
+/// The dashboard: interval between samples sent to its viewers.
+pub(crate) const DASHBOARD_INTERVAL: Duration = Duration::from_secs(1);

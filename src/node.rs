@@ -4,13 +4,14 @@
 //! and the shutdown flag (atomics) and each core's own counters.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::admission::Admission;
 use crate::auth::{Identity, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::metrics::{CoreCounters, Stats};
+use crate::router::top_rooms::RoomCount;
 use crate::rules::{Glob, RoomPolicy};
 
 /// State every core can see.
@@ -35,6 +36,10 @@ pub(crate) struct Node {
     /// Whether any room rule requires roles (if none does, no check is needed).
     pub(crate) role_rules: bool,
     shutting_down: AtomicBool,
+    /// Each core's busiest rooms over its last sweep interval, for the
+    /// dashboard: written by that core once a second, read by the admin
+    /// listener; never touched on a message's path.
+    top_rooms: Box<[Mutex<Vec<RoomCount>>]>,
 }
 
 impl Node {
@@ -68,6 +73,7 @@ impl Node {
                 .collect(),
             role_rules: config.rooms.has_role_rules(),
             shutting_down: AtomicBool::new(false),
+            top_rooms: (0..config.workers).map(|_| Mutex::default()).collect(),
             config,
         })
     }
@@ -97,6 +103,24 @@ impl Node {
             }
             Some(_) => None,
         }
+    }
+
+    /// Replaces core `core`'s busiest rooms.
+    pub(crate) fn set_top_rooms(&self, core: usize, rooms: Vec<RoomCount>) {
+        if let Ok(mut slot) = self.top_rooms[core].lock() {
+            *slot = rooms;
+        }
+    }
+
+    /// Every core's busiest rooms, as last reported.
+    pub(crate) fn top_rooms(&self) -> Vec<RoomCount> {
+        let mut all = Vec::new();
+        for slot in self.top_rooms.iter() {
+            if let Ok(rooms) = slot.lock() {
+                all.extend(rooms.iter().cloned());
+            }
+        }
+        all
     }
 
     /// Takes a connection slot, if one is free.

@@ -5,6 +5,8 @@
 //! | request            | answer |
 //! |--------------------|--------|
 //! | `GET /stats`       | 200, the node's counters as JSON |
+//! | `GET /dashboard`   | 200, the live dashboard (one HTML page) |
+//! | `GET /dashboard/events` | 200, the dashboard's samples as Server-Sent Events |
 //! | anything else      | 404, a JSON error body |
 //!
 //! It runs on core 0, beside that core's connections: its traffic is a
@@ -24,6 +26,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+mod dashboard;
 
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
 use crate::router::driver::Core;
@@ -93,10 +98,16 @@ pub(crate) fn error(status: StatusCode, code: u16, message: impl Into<String>) -
 pub(crate) const NOT_FOUND: u16 = 404;
 
 /// Routes one admin request.
-async fn route(req: Request<Incoming>, core: Rc<Core>) -> AdminResponse {
+async fn route(
+    req: Request<Incoming>,
+    core: Rc<Core>,
+    samples: watch::Receiver<Bytes>,
+) -> AdminResponse {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/stats") => json(StatusCode::OK, &core.node().stats.snapshot()),
+        (&Method::GET, "/dashboard") => dashboard::page(),
+        (&Method::GET, "/dashboard/events") => dashboard::events(&samples),
         _ => error(
             StatusCode::NOT_FOUND,
             NOT_FOUND,
@@ -108,13 +119,14 @@ async fn route(req: Request<Incoming>, core: Rc<Core>) -> AdminResponse {
 /// Accepts admin connections on core 0 for as long as the core runs: past
 /// the start of a drain too, so `/ready` can say the node is draining.
 pub(crate) async fn accept(listener: tokio::net::TcpListener, core: Rc<Core>) {
+    let samples = dashboard::start(core.clone());
     let mut backoff = std::time::Duration::ZERO;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff = std::time::Duration::ZERO;
                 let _ = stream.set_nodelay(true);
-                tokio::task::spawn_local(serve(stream, peer, core.clone()));
+                tokio::task::spawn_local(serve(stream, peer, core.clone(), samples.clone()));
             }
             Err(error) => {
                 if backoff.is_zero() {
@@ -129,7 +141,12 @@ pub(crate) async fn accept(listener: tokio::net::TcpListener, core: Rc<Core>) {
 
 /// Serves one admin connection (keep-alive) until it closes or the core
 /// stops.
-async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    core: Rc<Core>,
+    samples: watch::Receiver<Bytes>,
+) {
     let config = &core.node().config;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -139,8 +156,8 @@ async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
         .max_headers(config.max_headers);
     let service_core = core.clone();
     let service = hyper::service::service_fn(move |req| {
-        let core = service_core.clone();
-        async move { Ok::<_, Infallible>(route(req, core).await) }
+        let (core, samples) = (service_core.clone(), samples.clone());
+        async move { Ok::<_, Infallible>(route(req, core, samples).await) }
     });
     if let Err(error) = builder
         .serve_connection(TokioIo::new(stream), service)

@@ -16,7 +16,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::engine::{Answer, Engine, EngineEvent, Op, Recovery};
-use crate::limits::{close_code, DRAIN_GRACE, DRAIN_POLL, DRIVER_BATCH, SWEEP_INTERVAL};
+use crate::limits::{
+    close_code, DRAIN_GRACE, DRAIN_POLL, DRIVER_BATCH, SWEEP_INTERVAL, TOP_ROOMS_SHOWN,
+};
 use crate::metrics::{self, CoreCounters, CoreStats};
 use crate::node::Node;
 use crate::protocol::{frame, Outcome, Reply, RequestId, RoomName, StreamPosition};
@@ -24,7 +26,7 @@ use crate::protocol::{frame, Outcome, Reply, RequestId, RoomName, StreamPosition
 use super::home::{Begun, Home, Outbox, Step};
 use super::message::{Event, FromHome, PublishMsg, ToHome};
 use super::outbound::{Closing, Outbound};
-use super::postbox::{Inbox, Mailbox, Postbox};
+use super::postbox::{Inbox, Mailbox, Postbox, QueueDepth};
 use super::shard::{LocalInterest, Shard, SubscribeStep, Subscriber};
 use super::waiters::Waiters;
 use super::{home_core, ConnId, CoreId, Format, RecoveryToken, ReplyTo};
@@ -100,6 +102,11 @@ impl Core {
     /// This core's counters.
     pub(crate) fn counters(&self) -> &CoreCounters {
         self.node.counters(self.id.0)
+    }
+
+    /// Messages waiting now in every core's inboxes, in core order.
+    pub(crate) fn queue_depths(&self) -> Vec<QueueDepth> {
+        self.postbox.depths()
     }
 
     pub(crate) fn waiters(&self) -> &Waiters {
@@ -456,11 +463,13 @@ impl Core {
             if self.node.shutting_down() {
                 return;
             }
-            let home = self.home.borrow();
+            let mut home = self.home.borrow_mut();
             let in_use = |room: &RoomName| home.in_use(room);
             self.engine
                 .borrow_mut()
                 .sweep(Instant::now().into_std(), &in_use);
+            let top = home.top_rooms(TOP_ROOMS_SHOWN);
+            self.node.set_top_rooms(self.id.0, top);
         }
     }
 

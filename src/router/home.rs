@@ -30,6 +30,7 @@ use crate::protocol::{
 use crate::rules::RoomPolicy;
 
 use super::message::FromHome;
+use super::top_rooms::{RoomCount, TopRooms};
 use super::{CoreId, CoreSet, Format, Frames, PerFormat, Query, RecoveryToken, ReplyTo};
 
 /// Something to send: to a core (this one included) from the home.
@@ -129,6 +130,8 @@ pub(crate) struct Home {
     /// step is answered, or when the engine's feed brings them.
     delivery: Delivery,
     stats: CoreStats,
+    /// The busiest rooms, sampled, for the dashboard.
+    top: TopRooms,
 }
 
 impl Home {
@@ -147,6 +150,7 @@ impl Home {
             history_max_page,
             delivery,
             stats,
+            top: TopRooms::default(),
         }
     }
 
@@ -382,7 +386,14 @@ impl Home {
 
     /// Sends one publication to the cores with subscribers, encoded once per
     /// format somebody subscribes with.
-    fn fan_out(&self, room: &RoomName, offset: protocol::Offset, data: &[u8], out: &mut Outbox) {
+    fn fan_out(
+        &mut self,
+        room: &RoomName,
+        offset: protocol::Offset,
+        data: &[u8],
+        out: &mut Outbox,
+    ) {
+        self.top.published(room);
         if let Some(interest) = self.interest.get(room) {
             let frames = frames_for(interest, |codec| frame::message(codec, room, offset, data));
             send_to_each(cores_of(interest), frames, out, |frames| {
@@ -478,6 +489,11 @@ impl Home {
     }
 
     /// Steps waiting for an engine answer or for an earlier step's.
+    /// The `n` busiest rooms homed here since the last call (sampled).
+    pub(crate) fn top_rooms(&mut self, n: usize) -> Vec<RoomCount> {
+        self.top.take(n)
+    }
+
     pub(crate) fn outstanding(&self) -> usize {
         self.room_of.len()
     }

@@ -29,6 +29,7 @@ pub(crate) mod message;
 pub(crate) mod outbound;
 pub(crate) mod postbox;
 pub(crate) mod shard;
+pub(crate) mod top_rooms;
 pub(crate) mod waiters;
 
 use std::ops::{Index, IndexMut};

@@ -65,6 +65,13 @@ impl Mailbox {
     }
 }
 
+/// How full one core's two inboxes are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct QueueDepth {
+    pub(crate) publishes: usize,
+    pub(crate) events: usize,
+}
+
 /// What happened to a message handed to a full or closed inbox.
 enum Posted<T> {
     Sent,
@@ -100,6 +107,19 @@ impl Postbox {
             overflow: RefCell::new(overflow),
             space: Notify::new(),
         }
+    }
+
+    /// Messages waiting now in each core's inboxes, in core order. Read by
+    /// the dashboard once a second: `len` on a bounded crossbeam channel is
+    /// a pair of atomic loads, and nothing here waits.
+    pub(crate) fn depths(&self) -> Vec<QueueDepth> {
+        self.mailboxes
+            .iter()
+            .map(|mailbox| QueueDepth {
+                publishes: mailbox.publishes.len(),
+                events: mailbox.events.len(),
+            })
+            .collect()
     }
 
     /// This core's own mailbox.
