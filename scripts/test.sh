@@ -157,6 +157,8 @@ ensure_apt openssl openssl
 # redis-server and redis-cli for the Redis tests (tests/common/redis.rs).
 ensure_apt redis-server redis-server
 ensure_apt redis-cli redis-tools
+# promtool lints a real /metrics scrape (tests/metrics.rs); Debian ships it in prometheus.
+ensure_apt promtool prometheus
 ensure_node
 
 step "Checking formatting"
