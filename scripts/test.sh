@@ -159,6 +159,8 @@ ensure_apt redis-server redis-server
 ensure_apt redis-cli redis-tools
 # Debian's chromium for the browser tests (clients/js, tests/browser).
 ensure_apt chromium chromium
+# promtool lints a real /metrics scrape (tests/metrics.rs); Debian ships it in prometheus.
+ensure_apt promtool prometheus
 ensure_node
 
 step "Checking formatting"

@@ -256,7 +256,7 @@ fn run(
     let Some(outcome) = outcome else {
         panic!("the memory engine answers at once")
     };
-    home.finish(room, then, outcome, out);
+    home.finish(room, then, outcome, now, out);
 }
 
 /// The session writer's batched, vectored write of `batch`.

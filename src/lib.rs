@@ -24,8 +24,10 @@
 //!    asynchronous-capable, fallible trait (in memory, or in Redis shared by
 //!    every node of a cluster, delivering from the room's channel), with
 //!    per-room options from `rules`.
-//! 7. `metrics`: the per-core counters; `admin`: the admin listener
-//!    (counters, health, the backend HTTP API) on a port of its own.
+//! 7. `metrics`: the per-core counters, gauges and histograms, summed
+//!    when read; `admin`: the admin listener (`/stats`, `/metrics` in the
+//!    Prometheus format, `/health`, `/ready`, the backend HTTP API) on a
+//!    port of its own.
 //! 8. [`client`]: an async Rust client that survives reconnects.
 //!
 //! ## Life of a publication

@@ -123,6 +123,12 @@ impl Node {
         all
     }
 
+    /// Connection slots held now: open connections, and upgrades admitted
+    /// and not yet open. `/ready` compares it with `max_connections`.
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
     /// Takes a connection slot, if one is free.
     pub(crate) fn try_admit(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let before = self.connections.fetch_add(1, Ordering::AcqRel);

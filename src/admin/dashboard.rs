@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::limits::{DASHBOARD_INTERVAL, SWEEP_INTERVAL, TOP_ROOMS_SHOWN};
-use crate::metrics::StatsSnapshot;
+use crate::metrics::{HistogramSnapshot, Scrape};
 use crate::router::driver::Core;
 
 use super::{respond, AdminResponse};
@@ -76,7 +76,38 @@ struct Sample {
     /// Per second over the interval.
     rates: Rates,
     cores: Vec<CoreSample>,
+    /// Over the interval: engine operations' latency, and publication to
+    /// queueing on a subscriber's core (the histograms of `/metrics`).
+    engine_latency: Latency,
+    delivery_lag: Latency,
+    /// Every core's engine is available (as `roomcast_engine_up` says).
+    engine_up: bool,
     top_rooms: Vec<RoomRate>,
+}
+
+/// A histogram's last interval, in milliseconds; `None` with no observation.
+/// The p99 is the upper bound of the bucket that holds it.
+#[derive(Debug, Serialize)]
+struct Latency {
+    count: u64,
+    mean_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+impl Latency {
+    fn of(now: &HistogramSnapshot, before: &HistogramSnapshot) -> Latency {
+        let last = now.since(before);
+        let count = last.count();
+        Latency {
+            count,
+            mean_ms: (count > 0).then(|| last.sum_seconds() * 1e3 / count as f64),
+            // JSON has no infinity: past the last bound reads as null too.
+            p99_ms: last
+                .quantile_bound_seconds(0.99)
+                .filter(|s| s.is_finite())
+                .map(|s| s * 1e3),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -116,20 +147,21 @@ async fn sample(core: Rc<Core>, tx: watch::Sender<Bytes>) {
     };
     let mut ticks = tokio::time::interval(DASHBOARD_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<(Instant, StatsSnapshot, Vec<u64>)> = None;
+    let mut last: Option<(Instant, Scrape, Vec<u64>)> = None;
     loop {
         ticks.tick().await;
         let now = Instant::now();
-        let stats = node.stats.snapshot();
+        let scrape = node.stats.scrape();
         let cpu = core_cpu_ticks(node.config.workers);
-        let Some((then, before, cpu_before)) = last.replace((now, stats, cpu.clone())) else {
+        let Some((then, earlier, cpu_before)) = last.replace((now, scrape.clone(), cpu.clone()))
+        else {
             continue;
         };
+        let (stats, before) = (&scrape.totals, &earlier.totals);
         let seconds = (now - then).as_secs_f64().max(1e-3);
         let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / seconds;
         let cores = core
-            .queue_depths()
-            .into_iter()
+            .inbox_depths()
             .enumerate()
             .map(|(n, depth)| CoreSample {
                 core: n,
@@ -162,6 +194,9 @@ async fn sample(core: Rc<Core>, tx: watch::Sender<Bytes>) {
                 engine_failures: rate(stats.engine_failures, before.engine_failures),
             },
             cores,
+            engine_latency: Latency::of(&scrape.engine_latency, &earlier.engine_latency),
+            delivery_lag: Latency::of(&scrape.delivery_lag, &earlier.delivery_lag),
+            engine_up: scrape.engine_available.iter().all(|up| *up),
             top_rooms: top
                 .into_iter()
                 .map(|r| RoomRate {

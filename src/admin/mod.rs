@@ -7,12 +7,18 @@
 //! | `GET /stats`       | 200, the node's counters as JSON |
 //! | `GET /dashboard`   | 200, the live dashboard (one HTML page) |
 //! | `GET /dashboard/events` | 200, the dashboard's samples as Server-Sent Events |
+//! | `GET /metrics`     | 200, counters, gauges and histograms in the Prometheus text format ([`prometheus`]) |
+//! | `GET /health`      | 200 while the process serves ([`health`]) |
+//! | `GET /ready`       | 200 when it takes new connections, else 503 and why ([`health`]) |
 //! | anything else      | 404, a JSON error body |
 //!
 //! It runs on core 0, beside that core's connections: its traffic is a
 //! scrape or an API call now and then, not a stream of frames, and living
 //! on a core lets it call the router the way a WebSocket session does
 //! (through that core's `Core`), with no lock and no extra thread.
+
+mod health;
+mod prometheus;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -108,6 +114,9 @@ async fn route(
         (&Method::GET, "/stats") => json(StatusCode::OK, &core.node().stats.snapshot()),
         (&Method::GET, "/dashboard") => dashboard::page(),
         (&Method::GET, "/dashboard/events") => dashboard::events(&samples),
+        (&Method::GET, "/metrics") => prometheus::metrics(&core),
+        (&Method::GET, "/health") => health::health(),
+        (&Method::GET, "/ready") => health::ready(&core),
         _ => error(
             StatusCode::NOT_FOUND,
             NOT_FOUND,

@@ -179,6 +179,14 @@ pub(crate) trait Engine {
         Delivery::OnAnswer
     }
 
+    /// Whether the store can be reached now, as far as the engine knows
+    /// without asking it (Redis: both of the core's clients connected).
+    /// Checked by the sweep for `/ready` and `roomcast_engine_up`, beside
+    /// the failures of operations; an engine in memory always is.
+    fn reachable(&self) -> bool {
+        true
+    }
+
     /// Drops what has expired (history, idempotency keys) and forgets rooms
     /// that keep nothing and that `in_use` says nobody subscribes to; such a
     /// room comes back with a new epoch.

@@ -121,4 +121,8 @@ impl Engine for SlowEngine {
     fn sweep(&mut self, now: std::time::Instant, in_use: &dyn Fn(&RoomName) -> bool) {
         self.inner.sweep(now, in_use);
     }
+
+    fn reachable(&self) -> bool {
+        !self.options.unavailable.load(Ordering::Acquire)
+    }
 }

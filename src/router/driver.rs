@@ -10,12 +10,13 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Context;
+use std::time::Duration;
 
 use foldhash::HashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::engine::{Answer, Engine, EngineEvent, Op, Recovery};
+use crate::engine::{self, Answer, Engine, EngineError, EngineEvent, Op, Recovery, Ticket};
 use crate::limits::{
     close_code, DRAIN_GRACE, DRAIN_POLL, DRIVER_BATCH, SWEEP_INTERVAL, TOP_ROOMS_SHOWN,
 };
@@ -26,7 +27,7 @@ use crate::protocol::{frame, Outcome, Reply, RequestId, RoomName, StreamPosition
 use super::home::{Begun, Home, Outbox, Step};
 use super::message::{Event, FromHome, PublishMsg, ToHome};
 use super::outbound::{Closing, Outbound};
-use super::postbox::{Inbox, Mailbox, Postbox, QueueDepth};
+use super::postbox::{Inbox, InboxDepths, Mailbox, Postbox};
 use super::shard::{LocalInterest, Shard, SubscribeStep, Subscriber};
 use super::waiters::Waiters;
 use super::{home_core, ConnId, CoreId, Format, RecoveryToken, ReplyTo};
@@ -46,6 +47,12 @@ pub(crate) struct Core {
     engine: RefCell<Box<dyn Engine>>,
     /// Engine answers and feed items taken and not yet applied.
     answers: RefCell<Vec<EngineEvent>>,
+    /// When each operation the engine did not answer at once was started:
+    /// its answer's latency is measured from here.
+    engine_started: RefCell<HashMap<Ticket, std::time::Instant>>,
+    /// An engine operation failed (unavailable, timed out) since the
+    /// sweep last checked the engine: it stays unavailable one more check.
+    engine_failed: Cell<bool>,
     postbox: Postbox,
     members: RefCell<HashMap<ConnId, MemberEntry>>,
     waiters: Waiters,
@@ -79,6 +86,8 @@ impl Core {
             )),
             engine: RefCell::new(engine),
             answers: RefCell::new(Vec::new()),
+            engine_started: RefCell::new(HashMap::default()),
+            engine_failed: Cell::new(false),
             postbox: Postbox::new(id, mailboxes),
             members: RefCell::new(HashMap::default()),
             waiters: Waiters::default(),
@@ -104,13 +113,13 @@ impl Core {
         self.node.counters(self.id.0)
     }
 
-    /// Messages waiting now in every core's inboxes, in core order.
-    pub(crate) fn queue_depths(&self) -> Vec<QueueDepth> {
-        self.postbox.depths()
-    }
-
     pub(crate) fn waiters(&self) -> &Waiters {
         &self.waiters
+    }
+
+    /// What waits in every core's inboxes now, in core order (for scrapes).
+    pub(crate) fn inbox_depths(&self) -> impl Iterator<Item = InboxDepths> + '_ {
+        self.postbox.mailboxes().iter().map(Mailbox::depths)
     }
 
     /// Resolves once this core begins its drain.
@@ -315,16 +324,25 @@ impl Core {
             // A step that asks the engine nothing is answered at once.
             let mut start = |ticket, op: Option<Op>| match op {
                 None => Some(Ok(Answer::Nothing)),
-                Some(op) => engine.start(ticket, room, op, now),
+                Some(op) => {
+                    let outcome = engine.start(ticket, room, op, now);
+                    match &outcome {
+                        Some(outcome) => self.engine_answered(outcome, Duration::ZERO),
+                        None => {
+                            self.engine_started.borrow_mut().insert(ticket, now);
+                        }
+                    }
+                    outcome
+                }
             };
             match home.begin(room, step) {
                 Begun::Idle { ticket, op, then } => match start(ticket, op) {
-                    Some(outcome) => home.finish(room, then, outcome, &mut out),
+                    Some(outcome) => home.finish(room, then, outcome, now, &mut out),
                     None => home.wait(room, ticket, then),
                 },
                 Begun::Queued { ticket, op } => {
                     if let Some(outcome) = start(ticket, op) {
-                        home.answer(ticket, outcome, &mut out);
+                        home.answer(ticket, outcome, now, &mut out);
                     }
                 }
             }
@@ -338,13 +356,20 @@ impl Core {
         if answers.is_empty() {
             return;
         }
+        let now = Instant::now().into_std();
         let mut out = self.scratch.take();
         {
             let mut home = self.home.borrow_mut();
+            let mut started = self.engine_started.borrow_mut();
             for event in answers.drain(..) {
                 match event {
-                    EngineEvent::Answer(ticket, outcome) => home.answer(ticket, outcome, &mut out),
-                    EngineEvent::Feed(room, item) => home.feed(&room, item, &mut out),
+                    EngineEvent::Answer(ticket, outcome) => {
+                        if let Some(at) = started.remove(&ticket) {
+                            self.engine_answered(&outcome, now.saturating_duration_since(at));
+                        }
+                        home.answer(ticket, outcome, now, &mut out);
+                    }
+                    EngineEvent::Feed(room, item) => home.feed(&room, item, now, &mut out),
                 }
             }
         }
@@ -355,8 +380,20 @@ impl Core {
                 *slot = answers;
             }
         }
-        self.dispatch(out, Instant::now().into_std());
+        self.dispatch(out, now);
         self.engine_room.notify_waiters();
+    }
+
+    /// Counts an engine answer `latency` after its operation started; a
+    /// failure marks the engine unavailable until the sweep finds it
+    /// reachable again with no failure in between (see [`Core::sweep`]).
+    fn engine_answered(&self, outcome: &engine::Outcome, latency: Duration) {
+        let counters = self.counters();
+        counters.engine_latency.observe(latency);
+        if let Err(EngineError::Unavailable(_) | EngineError::Timeout) = outcome {
+            self.engine_failed.set(true);
+            counters.set_engine_available(false);
+        }
     }
 
     /// Sends what the home produced, in order.
@@ -386,9 +423,17 @@ impl Core {
                 room,
                 offset,
                 frames,
+                sequenced_at,
             } => {
                 let fanout = self.shard.borrow_mut().deliver(&room, offset, &frames, now);
-                metrics::add(&self.counters().deliveries, fanout.delivered);
+                if fanout.delivered > 0 {
+                    let counters = self.counters();
+                    metrics::add(&counters.deliveries, fanout.delivered);
+                    // One observation per core and publication, not per
+                    // subscriber: they were all queued at this `now`.
+                    let lag = now.saturating_duration_since(sequenced_at);
+                    counters.delivery_lag.observe(lag);
+                }
             }
             FromHome::Recovered {
                 room,
@@ -435,8 +480,8 @@ impl Core {
     fn deliver_reply(&self, to: ReplyTo, outcome: Outcome, now: std::time::Instant) {
         match to {
             ReplyTo::Connection { conn, request, .. } => {
-                if let Outcome::Error { .. } = outcome {
-                    metrics::add(&self.counters().error_replies, 1);
+                if let Outcome::Error { code, .. } = outcome {
+                    metrics::error_reply(self.counters(), code);
                 }
                 let members = self.members.borrow();
                 if let Some(member) = members.get(&conn) {
@@ -454,7 +499,10 @@ impl Core {
 
     // The driver.
 
-    /// Drops expired history and keys, and rooms nobody uses, now and then.
+    /// Drops expired history and keys, and rooms nobody uses, now and then;
+    /// and checks the engine: it counts as available (`/ready`,
+    /// `roomcast_engine_up`) when its store is reachable and none of its
+    /// operations failed since the last check.
     pub(crate) async fn sweep(self: Rc<Self>) {
         let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -465,9 +513,10 @@ impl Core {
             }
             let mut home = self.home.borrow_mut();
             let in_use = |room: &RoomName| home.in_use(room);
-            self.engine
-                .borrow_mut()
-                .sweep(Instant::now().into_std(), &in_use);
+            let mut engine = self.engine.borrow_mut();
+            engine.sweep(Instant::now().into_std(), &in_use);
+            let available = engine.reachable() && !self.engine_failed.replace(false);
+            self.counters().set_engine_available(available);
             let top = home.top_rooms(TOP_ROOMS_SHOWN);
             self.node.set_top_rooms(self.id.0, top);
         }

@@ -18,6 +18,7 @@
 //! answers at once (memory) never queues.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::Bytes;
 use foldhash::HashMap;
@@ -240,8 +241,14 @@ impl Home {
 
     /// The answer to a queued step: applies it, and every answer already in
     /// behind it, in the room's order. An answer that overtook an earlier
-    /// step's waits for it.
-    pub(crate) fn answer(&mut self, ticket: Ticket, outcome: Outcome, out: &mut Outbox) {
+    /// step's waits for it. `now` is when the answer came.
+    pub(crate) fn answer(
+        &mut self,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
         let Some(room) = self.room_of.get(&ticket).cloned() else {
             return;
         };
@@ -270,23 +277,28 @@ impl Home {
                 self.outstanding.remove(&room);
             }
             self.room_of.remove(&ticket);
-            self.finish(&room, then, outcome, out);
+            self.finish(&room, then, outcome, now, out);
         }
     }
 
     /// Applies one step's answer: what it changes here, and what to send.
+    /// `now` is when the answer came: a publication fanned out now is
+    /// stamped with it (see `FromHome::Deliver`).
     pub(crate) fn finish(
         &mut self,
         room: &RoomName,
         then: Then,
         outcome: Outcome,
+        now: Instant,
         out: &mut Outbox,
     ) {
         if let Err(EngineError::Unavailable(_) | EngineError::Timeout) = &outcome {
             metrics::add(&self.stats.counters().engine_failures, 1);
         }
         match then {
-            Then::Publish { data, reply_to } => self.published(room, &data, reply_to, outcome, out),
+            Then::Publish { data, reply_to } => {
+                self.published(room, &data, reply_to, outcome, now, out)
+            }
             Then::Interest { format, core } => {
                 let position = expect(outcome, |a| match a {
                     Answer::Position(p) => Some(p),
@@ -366,10 +378,10 @@ impl Home {
 
     /// One item of a room's feed (engines that deliver from one): fanned
     /// out to the cores with subscribers as a publication answered here
-    /// would be.
-    pub(crate) fn feed(&mut self, room: &RoomName, item: Feed, out: &mut Outbox) {
+    /// would be. `now` is when the item came.
+    pub(crate) fn feed(&mut self, room: &RoomName, item: Feed, now: Instant, out: &mut Outbox) {
         match item {
-            Feed::Publication { offset, data } => self.fan_out(room, offset, &data, out),
+            Feed::Publication { offset, data } => self.fan_out(room, offset, &data, now, out),
             Feed::Presence { change, info } => self.presence_event(room, change, &info, out),
             Feed::Lost { position } => {
                 metrics::add(&self.stats.counters().rooms_lost, 1);
@@ -385,12 +397,14 @@ impl Home {
     }
 
     /// Sends one publication to the cores with subscribers, encoded once per
-    /// format somebody subscribes with.
+    /// format somebody subscribes with, and stamped with `now`, the moment
+    /// it was sequenced.
     fn fan_out(
         &mut self,
         room: &RoomName,
         offset: protocol::Offset,
         data: &[u8],
+        now: Instant,
         out: &mut Outbox,
     ) {
         self.top.published(room);
@@ -401,6 +415,7 @@ impl Home {
                     room: room.clone(),
                     offset,
                     frames,
+                    sequenced_at: now,
                 }
             });
         }
@@ -417,6 +432,7 @@ impl Home {
         data: &[u8],
         reply_to: ReplyTo,
         outcome: Outcome,
+        now: Instant,
         out: &mut Outbox,
     ) {
         let published = expect(outcome, |a| match a {
@@ -444,7 +460,7 @@ impl Home {
         } else {
             metrics::add(&counters.publishes, 1);
             if self.delivery == Delivery::OnAnswer {
-                self.fan_out(room, offset, data, out);
+                self.fan_out(room, offset, data, now, out);
             }
         }
         if reply_to.wants_success() {
@@ -559,7 +575,7 @@ mod tests {
     use crate::protocol::{Offset, RequestId};
     use crate::router::{ConnId, WaiterId};
     use crate::rules::{RoomOptions, RoomRules};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     fn room(name: &str) -> RoomName {
         RoomName::new(name).unwrap()
@@ -603,7 +619,7 @@ mod tests {
                 .expect("answered at once"),
             None => Ok(Answer::Nothing),
         };
-        home.finish(room, then, outcome, &mut out);
+        home.finish(room, then, outcome, now, &mut out);
         out
     }
 
@@ -767,12 +783,12 @@ mod tests {
         // Answers arrive backwards: the other room's first, then the
         // publication, then the interest.
         let mut out = Outbox::new();
-        home.answer(query.0, query.1, &mut out);
+        home.answer(query.0, query.1, now, &mut out);
         assert_eq!(out.len(), 1, "another room's answer is not held back");
         out.clear();
-        home.answer(publication.0, publication.1, &mut out);
+        home.answer(publication.0, publication.1, now, &mut out);
         assert!(out.is_empty(), "held until the interest's answer is in");
-        home.answer(interest.0, interest.1, &mut out);
+        home.answer(interest.0, interest.1, now, &mut out);
         let order: Vec<&str> = out
             .iter()
             .map(|(_, msg)| match msg {
@@ -809,13 +825,14 @@ mod tests {
             panic!()
         };
         let position = StreamPosition::default();
-        home.finish(&r, then, Ok(Answer::Position(position)), &mut out);
+        let now = Instant::now();
+        home.finish(&r, then, Ok(Answer::Position(position)), now, &mut out);
         out.clear();
         let Begun::Idle { then, .. } = home.begin(&r, publish(None)) else {
             panic!()
         };
         let down = EngineError::Unavailable("down".into());
-        home.finish(&r, then, Err(down), &mut out);
+        home.finish(&r, then, Err(down), now, &mut out);
         assert!(deliveries(&out).is_empty());
         assert!(acked_offset(&out).is_none());
         assert!(matches!(

@@ -68,8 +68,8 @@ impl Member {
     /// Queues a reply to the member's own request: an error always, a
     /// success only when the request has an id.
     pub(crate) fn reply(&self, reply: Reply) {
-        if let Outcome::Error { .. } = reply.outcome {
-            metrics::add(&self.core.counters().error_replies, 1);
+        if let Outcome::Error { code, .. } = reply.outcome {
+            metrics::error_reply(self.core.counters(), code);
         } else if !reply.id.wants_reply() {
             return;
         }

@@ -9,6 +9,8 @@
 //! reaches a core before any `Deliver` sent after it, and its `Recovered`
 //! after every `Deliver` it covers.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::engine::{EngineError, Recovery};
@@ -85,6 +87,10 @@ pub(crate) enum FromHome {
         room: RoomName,
         offset: Offset,
         frames: Frames,
+        /// When the home sequenced it (its publish answered, or its feed
+        /// item in): the start of the delivery lag the receiving core
+        /// measures (`roomcast_publish_delivery_lag_seconds`).
+        sequenced_at: Instant,
     },
     /// The answer to `Recover`. Every delivery the home sent this core
     /// before it arrives first.

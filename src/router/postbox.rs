@@ -58,18 +58,27 @@ pub(crate) fn mailboxes(workers: usize, capacity: usize) -> (Arc<[Mailbox]>, Vec
     (boxes.into(), inboxes)
 }
 
+/// How many messages wait in a core's inboxes (read from any thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InboxDepths {
+    pub(crate) publishes: usize,
+    pub(crate) events: usize,
+}
+
 impl Mailbox {
+    /// What waits in this core's inboxes now: crossbeam's channels count
+    /// their messages with atomics, so any core may look without a lock.
+    pub(crate) fn depths(&self) -> InboxDepths {
+        InboxDepths {
+            publishes: self.publishes.len(),
+            events: self.events.len(),
+        }
+    }
+
     fn mark_blocked(&self, sender: CoreId) {
         self.blocked[sender.0].store(true, Ordering::SeqCst);
         self.any_blocked.store(true, Ordering::SeqCst);
     }
-}
-
-/// How full one core's two inboxes are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct QueueDepth {
-    pub(crate) publishes: usize,
-    pub(crate) events: usize,
 }
 
 /// What happened to a message handed to a full or closed inbox.
@@ -109,22 +118,14 @@ impl Postbox {
         }
     }
 
-    /// Messages waiting now in each core's inboxes, in core order. Read by
-    /// the dashboard once a second: `len` on a bounded crossbeam channel is
-    /// a pair of atomic loads, and nothing here waits.
-    pub(crate) fn depths(&self) -> Vec<QueueDepth> {
-        self.mailboxes
-            .iter()
-            .map(|mailbox| QueueDepth {
-                publishes: mailbox.publishes.len(),
-                events: mailbox.events.len(),
-            })
-            .collect()
-    }
-
     /// This core's own mailbox.
     pub(crate) fn own(&self) -> &Mailbox {
         &self.mailboxes[self.me.0]
+    }
+
+    /// Every core's mailbox, in core order.
+    pub(crate) fn mailboxes(&self) -> &[Mailbox] {
+        &self.mailboxes
     }
 
     /// Sends an event from the driver without waiting: what does not fit is

@@ -178,11 +178,15 @@ async fn handle(
         return Ok(response);
     }
     if node.shutting_down() {
+        metrics::add(&core.counters().shutdown_rejections, 1);
         return reject(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     }
     let negotiated = match negotiate(req.headers()) {
         Ok(n) => n,
-        Err(UnsupportedSubprotocol) => return reject(StatusCode::BAD_REQUEST, supported_list()),
+        Err(UnsupportedSubprotocol) => {
+            metrics::add(&core.counters().bad_handshakes, 1);
+            return reject(StatusCode::BAD_REQUEST, supported_list());
+        }
     };
     let origin = req
         .headers()
@@ -217,28 +221,32 @@ async fn handle(
         }
     };
     if !valid_websocket_key(req.headers()) {
+        metrics::add(&core.counters().bad_handshakes, 1);
         return reject(
             StatusCode::BAD_REQUEST,
             "Sec-WebSocket-Key must be 16 bytes in base64\n".into(),
         );
     }
     let Some(slot) = node.try_admit() else {
+        metrics::add(&core.counters().connection_limit_rejections, 1);
         return reject(
             StatusCode::SERVICE_UNAVAILABLE,
             "connection limit reached\n".into(),
         );
     };
     if !supported_websocket_version(req.headers()) {
+        metrics::add(&core.counters().bad_handshakes, 1);
         metrics::add(&core.counters().handshakes_rejected, 1);
         return Ok(unsupported_version());
     }
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(error) => {
+            metrics::add(&core.counters().bad_handshakes, 1);
             return reject(
                 StatusCode::BAD_REQUEST,
                 format!("bad upgrade request: {error}\n"),
-            )
+            );
         }
     };
     let mut response = response.map(|_| Full::new(Bytes::new()));

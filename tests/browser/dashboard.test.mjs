@@ -132,6 +132,8 @@ test("Chromium: the dashboard draws the node live and names its busiest room", a
   assert.equal(busy.cores.length, 2, "one entry per core");
   assert.ok(busy.cores.some((core) => core.cpu > 0), `some core did work: ${JSON.stringify(busy.cores)}`);
   assert.deepEqual(busy.top_rooms.map((r) => r.room)[0], "dash.hot", JSON.stringify(busy.top_rooms));
+  assert.ok(busy.delivery_lag.count > 0, `publication-to-core lag was observed: ${JSON.stringify(busy.delivery_lag)}`);
+  assert.equal(busy.engine_up, true);
 
   // What the operator sees: the chart moved and the table names the rooms.
   const movedChart = await page.evaluate(() => document.getElementById("deliveries").toDataURL());

@@ -1384,6 +1384,12 @@ impl Engine for RedisEngine {
         Delivery::FromFeed
     }
 
+    /// Both clients connected, as fred last saw them: a lost connection
+    /// shows here at once, before any operation times out on it.
+    fn reachable(&self) -> bool {
+        self.commands.is_connected() && self.subscriber.is_connected()
+    }
+
     fn sweep(&mut self, now: Instant, in_use: &dyn Fn(&RoomName) -> bool) {
         let mut unfollow: HashMap<usize, Vec<Bytes>> = HashMap::new();
         let mut stale = Vec::new();

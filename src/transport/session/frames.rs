@@ -20,10 +20,13 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::metrics;
 
 /// Bytes one socket read takes at most: the per-core scratch buffer.
 const SCRATCH_BYTES: usize = 64 * 1024;
@@ -111,16 +114,19 @@ impl FrameReader {
         }
     }
 
-    /// The next frame.
+    /// The next frame. Every byte read off the socket is counted in
+    /// `received` (one addition per read).
     pub(super) async fn next<R: AsyncRead + Unpin>(
         &mut self,
         stream: &mut R,
+        received: &AtomicU64,
     ) -> Result<Frame, ReadError> {
         loop {
             if let Some(frame) = self.parse()? {
                 return Ok(frame);
             }
-            self.fill(stream).await?;
+            let read = self.fill(stream).await?;
+            metrics::add(received, read as u64);
         }
     }
 
@@ -212,8 +218,9 @@ impl FrameReader {
     }
 
     /// Reads what the socket has into the core's scratch buffer, and keeps
-    /// it. Waiting for the socket holds no buffer of this connection's.
-    async fn fill<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> Result<(), ReadError> {
+    /// it; returns how many bytes came. Waiting for the socket holds no
+    /// buffer of this connection's.
+    async fn fill<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> Result<usize, ReadError> {
         poll_fn(|cx| {
             SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
@@ -224,7 +231,7 @@ impl FrameReader {
                     }
                     Poll::Ready(Ok(())) => {
                         self.pending.extend_from_slice(buf.filled());
-                        Poll::Ready(Ok(()))
+                        Poll::Ready(Ok(buf.filled().len()))
                     }
                     Poll::Ready(Err(error)) => Poll::Ready(Err(gone(error))),
                     Poll::Pending => Poll::Pending,
@@ -290,7 +297,7 @@ mod tests {
             let mut stream = tokio_test_stream(wire, chunk);
             let mut frames = Vec::new();
             loop {
-                match reader.next(&mut stream).await {
+                match reader.next(&mut stream, &AtomicU64::new(0)).await {
                     Ok(frame) => frames.push(frame),
                     Err(ReadError::Gone) => return Ok(frames),
                     Err(error) => return Err(error),
@@ -386,10 +393,10 @@ mod tests {
         rt.block_on(async {
             let mut reader = FrameReader::new(Bytes::new(), 1000);
             let mut stream = tokio_test_stream(&wire, 4096);
-            let first = reader.next(&mut stream).await.unwrap();
+            let first = reader.next(&mut stream, &AtomicU64::new(0)).await.unwrap();
             assert_eq!(&first.payload[..], b"first");
             assert!(matches!(
-                reader.next(&mut stream).await,
+                reader.next(&mut stream, &AtomicU64::new(0)).await,
                 Err(ReadError::Protocol("unmasked frame"))
             ));
         });
@@ -404,7 +411,7 @@ mod tests {
         rt.block_on(async {
             let mut reader = FrameReader::new(Bytes::new(), 1000);
             let mut stream = tokio_test_stream(&wire, 50);
-            let frame = reader.next(&mut stream).await.unwrap();
+            let frame = reader.next(&mut stream, &AtomicU64::new(0)).await.unwrap();
             assert_eq!(frame.payload.len(), 300);
             assert_eq!(reader.pending.capacity(), 0, "nothing kept between frames");
         });

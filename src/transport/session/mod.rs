@@ -167,6 +167,7 @@ where
     let limits = &node.limits;
     let mut read_half = read_half;
     // Frames of this size or more are refused before they are buffered.
+    let early_len = early.len();
     let mut frames = FrameReader::new(early, limits.max_message_size.saturating_add(1));
 
     let member = Member::new(core.clone(), codec.into(), identity.user.clone());
@@ -182,6 +183,7 @@ where
     let counters = core.counters();
     metrics::add(&counters.connections_open, 1);
     metrics::add(&counters.connections_accepted, 1);
+    metrics::add(&counters.bytes_received, early_len as u64);
     let span =
         tracing::debug_span!("conn", conn_id = member.conn().0, core = core.id().0, %peer, %codec);
     let clocks = Clocks {
@@ -313,7 +315,8 @@ impl Session {
         socket: &mut R,
     ) -> ReadEnd {
         loop {
-            let frame = match frames.next(socket).await {
+            let received = &self.core.counters().bytes_received;
+            let frame = match frames.next(socket, received).await {
                 Ok(frame) => frame,
                 Err(error) => return read_error(error),
             };

@@ -108,10 +108,13 @@ pub(super) async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             };
             outbound.written(data_bytes);
-            batch.clear();
             if written.is_err() {
                 return;
             }
+            metrics::add(&counters.messages_sent, batch.len() as u64);
+            let bytes: usize = batch.iter().map(|frame| frame.len()).sum();
+            metrics::add(&counters.bytes_sent, bytes as u64);
+            batch.clear();
             continue;
         }
         if let Some(closing) = outbound.closing() {
