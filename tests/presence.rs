@@ -95,12 +95,19 @@ async fn a_watcher_sees_who_joins_and_leaves_including_those_that_vanish() {
         let (change, bob_info) = presence_event(&mut alice, name).await;
         assert_eq!(change, PresenceChange::Join);
         assert_ne!(bob_info.client, me[0].client);
-        let both: Vec<String> = who(&mut alice, name)
-            .await
+        // Listed by join time, then client id: two joins within the same
+        // millisecond are ordered by id, not by who came first.
+        let listed = who(&mut alice, name).await;
+        let mut expected = vec![
+            (me[0].joined_at_ms, me[0].client.clone()),
+            (bob_info.joined_at_ms, bob_info.client.clone()),
+        ];
+        expected.sort();
+        let both: Vec<(u64, String)> = listed
             .into_iter()
-            .map(|c| c.client)
+            .map(|c| (c.joined_at_ms, c.client))
             .collect();
-        assert_eq!(both, vec![me[0].client.clone(), bob_info.client.clone()]);
+        assert_eq!(both, expected);
         assert_eq!(
             counts(&mut alice, name).await,
             PresenceCounts {
