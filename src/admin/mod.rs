@@ -5,6 +5,7 @@
 //! | request            | answer |
 //! |--------------------|--------|
 //! | `GET /stats`       | 200, the node's counters as JSON |
+//! | `/api/...`         | the backend HTTP API ([`api`], docs/API.md) |
 //! | anything else      | 404, a JSON error body |
 //!
 //! It runs on core 0, beside that core's connections: its traffic is a
@@ -24,6 +25,8 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+mod api;
 
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
 use crate::router::driver::Core;
@@ -97,6 +100,7 @@ async fn route(req: Request<Incoming>, core: Rc<Core>) -> AdminResponse {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/stats") => json(StatusCode::OK, &core.node().stats.snapshot()),
+        (_, path) if api::owns(path) => api::handle(req, core).await,
         _ => error(
             StatusCode::NOT_FOUND,
             NOT_FOUND,
