@@ -153,9 +153,10 @@ pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// take to write before the socket is dropped.
 pub(crate) const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The HTTP API: operations in one `POST /api/batch`, at most, a
-/// broadcast counting one per room. Bounds the work (and the answer) one
-/// request can ask for, whatever `api_max_body_bytes` lets through.
+/// The HTTP API: operations in one `POST /api/batch`, at most. With
+/// [`API_BROADCAST_MAX_ROOMS`] it bounds the answer's length; the work one
+/// request can ask for is bounded by `api_max_body_bytes` too (a room name
+/// costs at least 4 bytes of JSON).
 pub(crate) const API_BATCH_MAX_OPERATIONS: usize = 1_000;
 
 /// The HTTP API: rooms in one `POST /api/broadcast` (or one broadcast of a

@@ -252,18 +252,10 @@ impl BatchBody {
     /// Checks every operation; the first bad one refuses the whole batch,
     /// naming its index, and nothing is done.
     pub(crate) fn check(self, bounds: Bounds) -> Result<Vec<Operation>, ApiError> {
-        let weight: usize = self
-            .operations
-            .iter()
-            .map(|o| match o {
-                OperationBody::Broadcast(b) => b.rooms.len().max(1),
-                _ => 1,
-            })
-            .sum();
-        if self.operations.is_empty() || weight > API_BATCH_MAX_OPERATIONS {
+        let count = self.operations.len();
+        if count == 0 || count > API_BATCH_MAX_OPERATIONS {
             return Err(ApiError::InvalidField(format!(
-                "operations holds {weight} operations (a broadcast counts one per room); \
-                 a batch holds 1 to {API_BATCH_MAX_OPERATIONS}"
+                "operations holds {count} operations; a batch holds 1 to {API_BATCH_MAX_OPERATIONS}"
             )));
         }
         let at = |i: usize| {
@@ -575,15 +567,20 @@ mod tests {
     }
 
     #[test]
-    fn a_broadcast_counts_one_operation_per_room_against_the_batch_bound() {
-        let rooms: Vec<String> = (0..API_BROADCAST_MAX_ROOMS)
-            .map(|i| format!("r{i}"))
-            .collect();
-        let broadcast = serde_json::json!({"op": "broadcast", "rooms": rooms, "data": ""});
+    fn a_batch_holds_at_least_one_operation_and_at_most_the_bound() {
         let publish = serde_json::json!({"op": "publish", "room": "x"});
-        let body = serde_json::json!({"operations": [broadcast, publish]}).to_string();
-        let batch: BatchBody = decode(BodyFormat::Json, body.as_bytes()).unwrap();
-        assert_eq!(batch.check(BOUNDS).err().map(|e| e.code()), Some(101));
+        for count in [0, API_BATCH_MAX_OPERATIONS + 1] {
+            let body = serde_json::json!({"operations": vec![publish.clone(); count]});
+            let batch: BatchBody = decode(BodyFormat::Json, body.to_string().as_bytes()).unwrap();
+            assert_eq!(
+                batch.check(BOUNDS).err().map(|e| e.code()),
+                Some(101),
+                "{count}"
+            );
+        }
+        let body = serde_json::json!({"operations": vec![publish; API_BATCH_MAX_OPERATIONS]});
+        let batch: BatchBody = decode(BodyFormat::Json, body.to_string().as_bytes()).unwrap();
+        assert!(batch.check(BOUNDS).is_ok());
     }
 
     #[test]
