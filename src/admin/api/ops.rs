@@ -23,6 +23,16 @@ use super::error::{outcome_error, ApiError, ErrorFields};
 
 // Request bodies, as they decode. Unknown keys are ignored, as on the wire.
 
+/// An optional field that, when present, must hold a value: `null` (or a
+/// MessagePack `nil`) is a wrong type, as on the wire, not "absent".
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// `POST /api/publish`, and a batch's `{"op": "publish", ...}`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct PublishBody {
@@ -30,7 +40,7 @@ pub(crate) struct PublishBody {
     /// Absent: an empty payload (as on the wire).
     #[serde(default)]
     data: Payload,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     idempotency_key: Option<String>,
 }
 
@@ -41,7 +51,7 @@ pub(crate) struct BroadcastBody {
     #[serde(default)]
     data: Payload,
     /// Used in each room: a key belongs to its room.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     idempotency_key: Option<String>,
 }
 
@@ -50,7 +60,7 @@ pub(crate) struct BroadcastBody {
 pub(crate) struct DisconnectBody {
     user: String,
     /// Absent: [`close_code::DISCONNECTED`].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     code: Option<u16>,
 }
 
@@ -606,5 +616,17 @@ mod tests {
         }
         let empty: DisconnectBody = decode(BodyFormat::Json, br#"{"user":""}"#).unwrap();
         assert_eq!(empty.check().err().map(|e| e.code()), Some(101));
+        for null in [
+            &br#"{"user":"u","code":null}"#[..],
+            br#"{"room":"a","idempotency_key":null}"#,
+            br#"{"room":"a","data":null}"#,
+        ] {
+            let disconnect = decode::<DisconnectBody>(BodyFormat::Json, null);
+            let publish = decode::<PublishBody>(BodyFormat::Json, null);
+            assert!(
+                disconnect.is_err() || publish.is_err(),
+                "null is not absent"
+            );
+        }
     }
 }
