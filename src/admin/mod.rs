@@ -10,6 +10,7 @@
 //! | `GET /metrics`     | 200, counters, gauges and histograms in the Prometheus text format ([`prometheus`]) |
 //! | `GET /health`      | 200 while the process serves ([`health`]) |
 //! | `GET /ready`       | 200 when it takes new connections, else 503 and why ([`health`]) |
+//! | `/api/...`         | the backend HTTP API ([`api`], docs/API.md) |
 //! | anything else      | 404, a JSON error body |
 //!
 //! It runs on core 0, beside that core's connections: its traffic is a
@@ -35,6 +36,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 mod dashboard;
+
+mod api;
 
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
 use crate::router::driver::Core;
@@ -117,6 +120,7 @@ async fn route(
         (&Method::GET, "/metrics") => prometheus::metrics(&core),
         (&Method::GET, "/health") => health::health(),
         (&Method::GET, "/ready") => health::ready(&core),
+        (_, path) if api::owns(path) => api::handle(req, core).await,
         _ => error(
             StatusCode::NOT_FOUND,
             NOT_FOUND,

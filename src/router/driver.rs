@@ -25,17 +25,19 @@ use crate::node::Node;
 use crate::protocol::{frame, Outcome, Reply, RequestId, RoomName, StreamPosition};
 
 use super::home::{Begun, Home, Outbox, Step};
-use super::message::{Event, FromHome, PublishMsg, ToHome};
+use super::member::{self, Membership};
+use super::message::{Event, FromHome, MemberAction, PublishMsg, ToHome};
 use super::outbound::{Closing, Outbound};
 use super::postbox::{Inbox, InboxDepths, Mailbox, Postbox};
 use super::shard::{LocalInterest, Shard, SubscribeStep, Subscriber};
 use super::waiters::Waiters;
 use super::{home_core, ConnId, CoreId, Format, RecoveryToken, ReplyTo};
 
-/// A member as its core knows it: where its replies go.
+/// A member as its core knows it: where its replies go, and whose it is.
 struct MemberEntry {
     format: Format,
     outbound: Rc<Outbound>,
+    membership: Rc<Membership>,
 }
 
 /// Everything one core routes with.
@@ -56,6 +58,9 @@ pub(crate) struct Core {
     postbox: Postbox,
     members: RefCell<HashMap<ConnId, MemberEntry>>,
     waiters: Waiters,
+    /// Tasks waiting for every core's count of the connections a
+    /// [`ToHome::Members`] touched (the HTTP API's disconnect and unsubscribe).
+    tallies: Waiters<usize>,
     /// Kept between steps so that a step allocates no list of messages.
     scratch: RefCell<Outbox>,
     next_conn: Cell<u64>,
@@ -91,6 +96,7 @@ impl Core {
             postbox: Postbox::new(id, mailboxes),
             members: RefCell::new(HashMap::default()),
             waiters: Waiters::default(),
+            tallies: Waiters::default(),
             scratch: RefCell::new(Vec::new()),
             next_conn: Cell::new(1),
             next_token: Cell::new(1),
@@ -122,6 +128,10 @@ impl Core {
         self.postbox.mailboxes().iter().map(Mailbox::depths)
     }
 
+    pub(crate) fn tallies(&self) -> &Waiters<usize> {
+        &self.tallies
+    }
+
     /// Resolves once this core begins its drain.
     pub(crate) async fn drain_started(&self) {
         self.draining.notified().await;
@@ -130,7 +140,11 @@ impl Core {
     // Members.
 
     /// Registers a member and gives it an id and an outbound queue.
-    pub(crate) fn register(&self, format: Format) -> (ConnId, Rc<Outbound>) {
+    pub(crate) fn register(
+        &self,
+        format: Format,
+        membership: Rc<Membership>,
+    ) -> (ConnId, Rc<Outbound>) {
         let conn = ConnId(self.next_conn.get());
         self.next_conn.set(conn.0 + 1);
         let stats = CoreStats::new(self.node.stats.clone(), self.id.0);
@@ -138,6 +152,7 @@ impl Core {
         let entry = MemberEntry {
             format,
             outbound: outbound.clone(),
+            membership,
         };
         self.members.borrow_mut().insert(conn, entry);
         (conn, outbound)
@@ -285,6 +300,16 @@ impl Core {
 
     fn on_to_home(&self, msg: ToHome, now: std::time::Instant) {
         let (room, step) = match msg {
+            ToHome::Members {
+                user,
+                action,
+                asker,
+                waiter,
+            } => {
+                let affected = self.on_members(&user, &action);
+                let tallied = FromHome::Tallied { waiter, affected };
+                return self.send_from_home(asker, tallied, now);
+            }
             ToHome::Interest { room, format, core } => (room, Step::Interest { format, core }),
             ToHome::Disinterest { room, format, core } => {
                 (room, Step::Disinterest { format, core })
@@ -454,6 +479,7 @@ impl Core {
                 self.on_local_interest(room, format, interest);
             }
             FromHome::Reply { to, outcome } => self.deliver_reply(to, outcome, now),
+            FromHome::Tallied { waiter, affected } => self.tallies.complete(waiter, affected),
             FromHome::PresenceEvent { room, frames } => {
                 self.shard
                     .borrow_mut()
@@ -463,6 +489,30 @@ impl Core {
                 self.shard.borrow_mut().lose(&room, position);
             }
         }
+    }
+
+    /// Does `action` to each of this core's members whose user is `user`;
+    /// returns how many it touched. A scan of every member: it serves an
+    /// operator's request now and then, not traffic.
+    fn on_members(&self, user: &str, action: &MemberAction) -> usize {
+        // Collected first: acting routes messages (a leave, a disinterest)
+        // that may come back into this core while no table is borrowed.
+        let targets: Vec<(ConnId, Format, Rc<Outbound>, Rc<Membership>)> = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|(_, entry)| entry.membership.user() == user)
+            .map(|(conn, entry)| {
+                let (outbound, membership) = (entry.outbound.clone(), entry.membership.clone());
+                (*conn, entry.format, outbound, membership)
+            })
+            .collect();
+        targets
+            .iter()
+            .filter(|(conn, format, outbound, membership)| {
+                member::act(self, *conn, *format, outbound, membership, action)
+            })
+            .count()
     }
 
     /// Tells the home when this core lost its last subscriber of a room.

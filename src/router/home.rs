@@ -26,7 +26,7 @@ use foldhash::HashMap;
 use crate::engine::{Answer, Delivery, EngineError, Feed, Op, Outcome, Ticket};
 use crate::metrics::{self, CoreStats};
 use crate::protocol::{
-    self, frame, Ack, ClientInfo, IdempotencyKey, PresenceChange, RoomName, StreamPosition,
+    self, frame, Ack, ClientInfo, Epoch, IdempotencyKey, PresenceChange, RoomName, StreamPosition,
 };
 use crate::rules::RoomPolicy;
 
@@ -464,8 +464,15 @@ impl Home {
             }
         }
         if reply_to.wants_success() {
+            // A waiter (the HTTP API) is told the epoch too: it has no
+            // subscribe ack to learn it from. The wire's publish ack has none.
+            let epoch = match reply_to {
+                ReplyTo::Waiter { .. } => published.position.epoch,
+                ReplyTo::Connection { .. } => Epoch::default(),
+            };
             let ack = Ack {
                 offset,
+                epoch,
                 duplicate: published.duplicate,
                 ..Ack::default()
             };

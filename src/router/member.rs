@@ -10,6 +10,7 @@
 //! its request is handed on (and, for a subscribe, once the subscriber is
 //! live or refused), which bounds what one member can have in flight.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -23,8 +24,8 @@ use crate::protocol::{
 };
 
 use super::driver::Core;
-use super::message::{PublishMsg, ToHome};
-use super::outbound::Outbound;
+use super::message::{MemberAction, PublishMsg, ToHome};
+use super::outbound::{Closing, Outbound};
 use super::shard::{LocalInterest, SubscribeStep, Subscriber};
 use super::{ConnId, Format, Query, ReplyTo};
 
@@ -34,25 +35,52 @@ pub(crate) struct Member {
     conn: ConnId,
     format: Format,
     outbound: Rc<Outbound>,
+    /// Whose member this is and its rooms, shared with the core.
+    membership: Rc<Membership>,
+}
+
+/// What a member shares with its core's members table: whose connection it
+/// is and the rooms it is in. Shared so that the core can act on every
+/// connection of a user (the HTTP API's disconnect and unsubscribe,
+/// [`MemberAction`]) while their sessions wait on their sockets. Borrowed
+/// only within one call, never across an `.await`.
+pub(crate) struct Membership {
+    /// The user presence shows for this member ("" when anonymous).
+    user: String,
     /// Rooms this member is subscribed to, and whether each tracks presence
     /// (so leaving it must be announced). Keys are detached from any
     /// received message.
-    rooms: HashMap<RoomName, bool>,
-    /// The user presence shows for this member ("" when anonymous).
-    user: String,
+    rooms: RefCell<HashMap<RoomName, bool>>,
+}
+
+impl Membership {
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+
+    fn in_room(&self, room: &RoomName) -> bool {
+        self.rooms.borrow().contains_key(room)
+    }
+
+    fn remove(&self, room: &RoomName) -> Option<bool> {
+        self.rooms.borrow_mut().remove(room)
+    }
 }
 
 impl Member {
     /// A new member of `core`, receiving frames in `format`.
     pub(crate) fn new(core: Rc<Core>, format: Format, user: String) -> Member {
-        let (conn, outbound) = core.register(format);
+        let membership = Rc::new(Membership {
+            user,
+            rooms: RefCell::new(HashMap::new()),
+        });
+        let (conn, outbound) = core.register(format, membership.clone());
         Member {
             core,
             conn,
             format,
             outbound,
-            rooms: HashMap::new(),
-            user,
+            membership,
         }
     }
 
@@ -88,7 +116,7 @@ impl Member {
         join_leave: bool,
     ) {
         let core = self.core.clone();
-        if self.rooms.contains_key(&room) {
+        if self.membership.in_room(&room) {
             // Already in this room: nothing more is sent. Whatever it missed
             // before was already answered by the first subscribe.
             let position = core
@@ -105,7 +133,7 @@ impl Member {
         }
         let node = core.node();
         let max = node.limits.max_rooms_per_connection;
-        if self.rooms.len() >= max {
+        if self.membership.rooms.borrow().len() >= max {
             return self.reply(Reply::error(
                 id,
                 ErrorCode::TooManyRooms,
@@ -140,7 +168,10 @@ impl Member {
         // still leaves the room. Detached: a MessagePack room name is a
         // slice of the received message, which would stay pinned for as
         // long as the subscription lasts.
-        self.rooms.insert(room.detached(), options.presence);
+        self.membership
+            .rooms
+            .borrow_mut()
+            .insert(room.detached(), options.presence);
         let home = core.home_of(&room);
         let settled = match step {
             SubscribeStep::Live => None,
@@ -169,7 +200,9 @@ impl Member {
             };
             core.ask_home(home, ask).await;
         }
-        if options.presence {
+        // Unless the HTTP API took the member out of the room meanwhile
+        // (its leave would then come before this join).
+        if options.presence && self.membership.in_room(&room) {
             let join = self.presence(&room, PresenceChange::Join);
             core.ask_home(home, join).await;
         }
@@ -182,10 +215,17 @@ impl Member {
                 id,
                 outcome: error.outcome(),
             },
+            // The shard let the waiting subscriber go: the HTTP API took it
+            // out of the room, or the node is stopping.
+            Err(_) if !self.membership.in_room(&room) => Reply::error(
+                id,
+                ErrorCode::NotSubscribed,
+                format!("taken out of {room} by the server while subscribing"),
+            ),
             Err(_) => Reply::error(id, ErrorCode::ShuttingDown, "node is shutting down"),
         };
         // Refused: the shard has already let it go.
-        if self.rooms.remove(&room) == Some(true) {
+        if self.membership.remove(&room) == Some(true) {
             let leave = self.presence(&room, PresenceChange::Leave);
             core.tell_home(home, leave);
         }
@@ -194,14 +234,21 @@ impl Member {
 
     /// Leaves `room`.
     pub(crate) async fn unsubscribe(&mut self, id: RequestId, room: RoomName) {
-        let Some(presence) = self.rooms.remove(&room) else {
+        let Some(presence) = self.membership.remove(&room) else {
             return self.reply(Reply::error(
                 id,
                 ErrorCode::NotSubscribed,
                 format!("not subscribed to {room}"),
             ));
         };
-        self.leave(room, presence);
+        leave(
+            &self.core,
+            self.conn,
+            self.format,
+            &self.membership,
+            room,
+            presence,
+        );
         self.reply(Reply::ack(id, Offset(0)));
         self.core.overflow_drained().await;
     }
@@ -237,67 +284,134 @@ impl Member {
             // Nobody would read the answer.
             return;
         }
-        let core = &self.core;
-        let (waiter, answer) = core.waiters().register();
-        let reply_to = ReplyTo::Waiter {
-            core: core.id(),
-            waiter,
-        };
-        let home = core.home_of(&room);
-        let ask = ToHome::Query {
-            room,
-            query,
-            reply_to,
-        };
-        core.ask_home(home, ask).await;
-        let outcome = match answer.await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::error(ErrorCode::ShuttingDown, "node is shutting down"),
-        };
+        let outcome = ask(&self.core, room, query).await;
         self.reply(Reply { id, outcome });
     }
 
     /// What tells the room's home that this member joined or left it.
     fn presence(&self, room: &RoomName, change: PresenceChange) -> ToHome {
-        let info = ClientInfo {
-            client: self.core.client_id(self.conn),
-            user: self.user.clone(),
-            joined_at_ms: unix_millis(),
-        };
-        ToHome::Presence {
-            room: room.clone(),
-            change,
-            info,
-        }
-    }
-
-    /// Removes this member from a room's local subscribers, then announces
-    /// the leave (so, wherever the home is, the leaver never hears its own
-    /// leave) and tells the home when it was the last one here.
-    fn leave(&self, room: RoomName, presence: bool) {
-        let core = &self.core;
-        let interest = core.unsubscribe_local(&room, self.format, self.conn);
-        let home = core.home_of(&room);
-        if presence {
-            core.tell_home(home, self.presence(&room, PresenceChange::Leave));
-        }
-        if interest == LocalInterest::Lost {
-            let (format, core_id) = (self.format, core.id());
-            core.tell_home(
-                home,
-                ToHome::Disinterest {
-                    room,
-                    format,
-                    core: core_id,
-                },
-            );
-        }
+        presence(&self.core, self.conn, &self.membership.user, room, change)
     }
 
     /// Leaves every room (the member's client is gone).
     pub(crate) fn leave_all(&mut self) {
-        for (room, presence) in std::mem::take(&mut self.rooms) {
-            self.leave(room, presence);
+        let rooms = std::mem::take(&mut *self.membership.rooms.borrow_mut());
+        for (room, presence) in rooms {
+            leave(
+                &self.core,
+                self.conn,
+                self.format,
+                &self.membership,
+                room,
+                presence,
+            );
+        }
+    }
+}
+
+/// Asks `room`'s home, from `core`, for history or presence, and waits for
+/// its answer in one of `core`'s waiters. A connection's query and the HTTP
+/// API's both come this way.
+pub(crate) async fn ask(core: &Core, room: RoomName, query: Query) -> Outcome {
+    let (waiter, answer) = core.waiters().register();
+    let reply_to = ReplyTo::Waiter {
+        core: core.id(),
+        waiter,
+    };
+    let home = core.home_of(&room);
+    let ask = ToHome::Query {
+        room,
+        query,
+        reply_to,
+    };
+    core.ask_home(home, ask).await;
+    match answer.await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::error(ErrorCode::ShuttingDown, "node is shutting down"),
+    }
+}
+
+/// What tells a room's home that a member joined or left it.
+fn presence(
+    core: &Core,
+    conn: ConnId,
+    user: &str,
+    room: &RoomName,
+    change: PresenceChange,
+) -> ToHome {
+    let info = ClientInfo {
+        client: core.client_id(conn),
+        user: user.to_owned(),
+        joined_at_ms: unix_millis(),
+    };
+    ToHome::Presence {
+        room: room.clone(),
+        change,
+        info,
+    }
+}
+
+/// Removes a member (already taken out of its `rooms`) from a room's local
+/// subscribers, then announces the leave (so, wherever the home is, the
+/// leaver never hears its own leave) and tells the home when it was the
+/// last one here.
+fn leave(
+    core: &Core,
+    conn: ConnId,
+    format: Format,
+    membership: &Membership,
+    room: RoomName,
+    presence_on: bool,
+) {
+    let interest = core.unsubscribe_local(&room, format, conn);
+    let home = core.home_of(&room);
+    if presence_on {
+        let change = presence(core, conn, &membership.user, &room, PresenceChange::Leave);
+        core.tell_home(home, change);
+    }
+    if interest == LocalInterest::Lost {
+        let core_id = core.id();
+        core.tell_home(
+            home,
+            ToHome::Disinterest {
+                room,
+                format,
+                core: core_id,
+            },
+        );
+    }
+}
+
+/// Does a [`MemberAction`] to one of `core`'s members, for the HTTP API's
+/// request to every core. Returns whether it touched the member: it was in
+/// the room, or it was not closing already. Called by the core's driver
+/// with no borrow of its tables held.
+pub(crate) fn act(
+    core: &Core,
+    conn: ConnId,
+    format: Format,
+    outbound: &Outbound,
+    membership: &Membership,
+    action: &MemberAction,
+) -> bool {
+    match action {
+        MemberAction::Disconnect { code } => {
+            if outbound.closing().is_some() {
+                return false;
+            }
+            outbound.close(Closing {
+                code: *code,
+                reason: "disconnected by the server",
+                flush: false,
+            });
+            true
+        }
+        MemberAction::Unsubscribe { room } => {
+            let Some(presence_on) = membership.remove(room) else {
+                return false;
+            };
+            leave(core, conn, format, membership, room.clone(), presence_on);
+            true
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What travels between cores: one type per direction. [`ToHome`] is what a
-//! core asks of a room's home; [`FromHome`] is what a home sends back to the
-//! cores with subscribers or askers. Publications have their own type and
+//! core asks of a room's home (or, for [`ToHome::Members`], of every core);
+//! [`FromHome`] is what a home sends back to the cores with subscribers or
+//! askers. Publications have their own type and
 //! queue ([`PublishMsg`]), because they are the one message a sender may
 //! wait to send.
 //!
@@ -18,7 +19,7 @@ use crate::protocol::{
     ClientInfo, IdempotencyKey, Offset, Outcome, PresenceChange, RoomName, StreamPosition,
 };
 
-use super::{CoreId, Format, Frames, Query, RecoveryToken, ReplyTo};
+use super::{CoreId, Format, Frames, Query, RecoveryToken, ReplyTo, WaiterId};
 
 /// A publication on its way from the publisher's core to the room's home.
 #[derive(Debug)]
@@ -69,6 +70,29 @@ pub(crate) enum ToHome {
         change: PresenceChange,
         info: ClientInfo,
     },
+    /// Not a room's: sent to every core (the HTTP API's disconnect and
+    /// unsubscribe). Do `action` to each of the core's connections whose
+    /// user is `user`, then answer [`FromHome::Tallied`] to `waiter` in
+    /// `asker`'s table of counts. It rides the events inbox like the rest,
+    /// so it never waits and keeps its order with what the asker sent
+    /// before it.
+    Members {
+        user: String,
+        action: MemberAction,
+        asker: CoreId,
+        waiter: WaiterId,
+    },
+}
+
+/// What [`ToHome::Members`] does to each of a user's connections on a core.
+#[derive(Debug, Clone)]
+pub(crate) enum MemberAction {
+    /// Close the connection with `code` (what was queued for it is
+    /// discarded); it leaves its rooms as its session ends.
+    Disconnect { code: u16 },
+    /// Take the connection out of `room` (and its presence), as if it had
+    /// unsubscribed; the connection stays open.
+    Unsubscribe { room: RoomName },
 }
 
 /// From a room's home.
@@ -104,6 +128,9 @@ pub(crate) enum FromHome {
     Reply { to: ReplyTo, outcome: Outcome },
     /// A join or leave event for subscribers that asked for them.
     PresenceEvent { room: RoomName, frames: Frames },
+    /// The answer to [`ToHome::Members`]: the sending core acted on
+    /// `affected` connections.
+    Tallied { waiter: WaiterId, affected: usize },
     /// The room's order was lost (the engine's store lost it): its
     /// subscribers here are closed so that they resume, and deliveries go
     /// on after `position`.

@@ -4,7 +4,9 @@
 //!
 //! In the order a publication meets them:
 //! * [`member`]: one client's membership (rooms, format, outbound queue) and
-//!   its requests. Every front door (the WebSocket session today) calls it.
+//!   its requests. Every front door (the WebSocket session today) calls it;
+//!   [`backend`] is the handle of a request with no connection (the HTTP
+//!   API), whose answers come back to waiters.
 //! * [`postbox`]: each core's two bounded inboxes (publications, and events
 //!   both to and from homes) and the sending side.
 //!   Publications wait for room (the publisher stops reading its socket);
@@ -22,6 +24,7 @@
 //!   connection's (an HTTP request, later), and for a connection's queries.
 //! * [`message`]: what travels to a home and back.
 
+pub(crate) mod backend;
 pub(crate) mod driver;
 pub(crate) mod home;
 pub(crate) mod member;

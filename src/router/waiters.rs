@@ -5,9 +5,15 @@
 //! gets its answer, and how a connection's query waits for its own.
 //!
 //! Bounded by the requests in flight: each waiting task holds one entry,
-//! and every entry is completed, because a home answers every step.
+//! and every entry is completed, because a home answers every step (and
+//! every core answers a [`ToHome::Members`] request).
+//!
+//! What completes an entry is a wire [`Outcome`] by default; a core keeps
+//! a second table of counts (`Waiters<usize>`) for the HTTP API's requests
+//! to every core, whose answer is how many connections each one touched.
 //!
 //! [`ReplyTo::Waiter`]: super::ReplyTo::Waiter
+//! [`ToHome::Members`]: super::message::ToHome::Members
 
 use std::cell::{Cell, RefCell};
 
@@ -18,16 +24,24 @@ use crate::protocol::Outcome;
 
 use super::WaiterId;
 
-/// A core's waiting tasks.
-#[derive(Default)]
-pub(crate) struct Waiters {
+/// A core's waiting tasks, each to be completed with one `T`.
+pub(crate) struct Waiters<T = Outcome> {
     next: Cell<u64>,
-    waiting: RefCell<HashMap<WaiterId, oneshot::Sender<Outcome>>>,
+    waiting: RefCell<HashMap<WaiterId, oneshot::Sender<T>>>,
 }
 
-impl Waiters {
+impl<T> Default for Waiters<T> {
+    fn default() -> Waiters<T> {
+        Waiters {
+            next: Cell::new(0),
+            waiting: RefCell::new(HashMap::default()),
+        }
+    }
+}
+
+impl<T> Waiters<T> {
     /// A new entry and the receiver its outcome will arrive on.
-    pub(crate) fn register(&self) -> (WaiterId, oneshot::Receiver<Outcome>) {
+    pub(crate) fn register(&self) -> (WaiterId, oneshot::Receiver<T>) {
         let id = WaiterId(self.next.get());
         self.next.set(id.0 + 1);
         let (done, wait) = oneshot::channel();
@@ -37,7 +51,7 @@ impl Waiters {
 
     /// Completes an entry; an outcome for a task that stopped waiting is
     /// dropped.
-    pub(crate) fn complete(&self, id: WaiterId, outcome: Outcome) {
+    pub(crate) fn complete(&self, id: WaiterId, outcome: T) {
         if let Some(done) = self.waiting.borrow_mut().remove(&id) {
             let _ = done.send(outcome);
         }

@@ -3,6 +3,7 @@
 //!
 //! - [`broker`]: a real broker on an ephemeral port that shuts down when
 //!   dropped, the test settings, and waiting on a client.
+//! - [`http`]: requests to the admin listener's HTTP API, with its key.
 //! - [`ws`]: raw HTTP and WebSocket access, for sending what a
 //!   well-behaved client never would: handshake requests and header lines,
 //!   client frames built by hand, and a strict parser of server frames.
@@ -22,6 +23,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod broker;
+pub mod http;
 pub mod jwt;
 pub mod msgpack;
 pub mod node;
