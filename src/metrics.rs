@@ -89,6 +89,8 @@ counters! {
     /// Times the Redis engine subscribed its rooms again and checked their
     /// positions (a reconnect, a lagged receiver, a cluster change).
     redis_resyncs,
+    /// Server-Sent Events streams open now (also in `connections_open`).
+    sse_streams_open,
 }
 
 /// Adds `n` to a counter.
