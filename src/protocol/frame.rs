@@ -113,7 +113,10 @@ pub fn binary_payload(frame: &Bytes) -> Option<Bytes> {
     let (&short, rest) = rest.split_first()?;
     let (len, header) = match short {
         0..=125 => (usize::from(short), 2),
-        126 => (usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)), 4),
+        126 => (
+            usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
+            4,
+        ),
         127 => (
             usize::try_from(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?)).ok()?,
             10,
@@ -133,7 +136,11 @@ mod tests {
         for len in [0, 125, 126, 65_535, 65_536] {
             let payload = vec![7u8; len];
             let frame = data(Opcode::Binary, &payload);
-            assert_eq!(binary_payload(&frame).as_deref(), Some(&payload[..]), "{len} bytes");
+            assert_eq!(
+                binary_payload(&frame).as_deref(),
+                Some(&payload[..]),
+                "{len} bytes"
+            );
         }
         assert_eq!(binary_payload(&data(Opcode::Text, b"x")), None);
         assert_eq!(binary_payload(&control(Opcode::Ping, b"")), None);

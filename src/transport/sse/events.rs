@@ -141,10 +141,7 @@ impl Encoder {
             position.offset = offset;
         }
         let entry = &self.rooms[i];
-        let text = entry
-            .text
-            .then(|| std::str::from_utf8(data).ok())
-            .flatten();
+        let text = entry.text.then(|| std::str::from_utf8(data).ok()).flatten();
         let event = MessageData {
             room,
             epoch: entry.position.as_ref().map(|p| p.epoch.0.as_str()),
@@ -332,13 +329,27 @@ mod tests {
             &mut encoder,
             &[ack(0, "e1", 0, false), message("a", 1, b"x")],
         );
-        let ids: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
-        assert_eq!(ids, ["e1:0,e2:7", "e1:1,e2:7"], "b keeps the position asked for until its answer");
+        let ids: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect();
+        assert_eq!(
+            ids,
+            ["e1:0,e2:7", "e1:1,e2:7"],
+            "b keeps the position asked for until its answer"
+        );
         let text = text_of(
             &mut encoder,
-            &[ack(1, "e2", 9, true), message("b", 8, b"y"), message("a", 2, b"z")],
+            &[
+                ack(1, "e2", 9, true),
+                message("b", 8, b"y"),
+                message("a", 2, b"z"),
+            ],
         );
-        let ids: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+        let ids: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect();
         assert_eq!(ids, ["e1:1,e2:7", "e1:1,e2:8", "e1:2,e2:8"]);
         assert!(text.contains("event: subscribed\ndata: {\"room\":\"b\",\"epoch\":\"e2\",\"offset\":7,\"recovered\":true}"));
     }
@@ -364,14 +375,24 @@ mod tests {
                 message("t", 2, b"\xff"),
             ],
         );
-        assert!(text.contains("\"offset\":1,\"text\":\"héllo \\\"you\\\"\\n\"}\n\n"), "{text}");
-        assert!(text.contains("\"offset\":2,\"data\":\"/w==\"}\n\n"), "{text}");
+        assert!(
+            text.contains("\"offset\":1,\"text\":\"héllo \\\"you\\\"\\n\"}\n\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"offset\":2,\"data\":\"/w==\"}\n\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn errors_name_their_room_and_carry_no_id_and_close_is_last() {
         let mut encoder = Encoder::new(&[wanted("a", None)], |_| false);
-        let refusal = Reply::error(request_id(0), ErrorCode::ShuttingDown, "node is shutting down");
+        let refusal = Reply::error(
+            request_id(0),
+            ErrorCode::ShuttingDown,
+            "node is shutting down",
+        );
         let text = text_of(&mut encoder, &[frame::reply(Codec::MsgPack, &refusal)]);
         assert_eq!(
             text,

@@ -155,7 +155,13 @@ pub(crate) fn open<B>(
         );
     };
 
-    let text_rooms: Vec<Glob> = node.config.sse_text_rooms.0.iter().map(|p| Glob::new(p)).collect();
+    let text_rooms: Vec<Glob> = node
+        .config
+        .sse_text_rooms
+        .0
+        .iter()
+        .map(|p| Glob::new(p))
+        .collect();
     let encoder = Encoder::new(&wanted, |room| text_rooms.iter().any(|g| g.matches(room)));
     let mut member = Member::new(core.clone(), Format::MsgPack, identity.user.clone());
     let outbound = member.outbound().clone();

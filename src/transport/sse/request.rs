@@ -170,7 +170,11 @@ mod tests {
 
     #[test]
     fn rooms_come_in_order_percent_decoded_with_other_parameters_ignored() {
-        let rooms = parse(Some("room=a&token=x.y.z&room=caf%C3%A9&_=17&room=a+b"), None, 64);
+        let rooms = parse(
+            Some("room=a&token=x.y.z&room=caf%C3%A9&_=17&room=a+b"),
+            None,
+            64,
+        );
         assert_eq!(
             rooms,
             Ok(vec![
@@ -225,7 +229,9 @@ mod tests {
                 Wanted::new("c", None),
             ])
         );
-        for bad in ["a:e", "a:e:x", "a::3", ":e:3", "a:e:-1", "a:e f:3", "a:e:+3"] {
+        for bad in [
+            "a:e", "a:e:x", "a::3", ":e:3", "a:e:-1", "a:e f:3", "a:e:+3",
+        ] {
             let query = format!("room=a&since={bad}");
             assert!(parse(Some(&query), None, 64).is_err(), "since={bad}");
         }
@@ -258,7 +264,13 @@ mod tests {
             Ok(vec![Wanted::new("a", Some(("e", 2)))]),
             "an empty Last-Event-ID is none"
         );
-        for bad in ["e1:5", "e1:5,e2:6,e3:7", "e1:5,x", "e1:5,e2:", "e\n1:5,e2:6"] {
+        for bad in [
+            "e1:5",
+            "e1:5,e2:6,e3:7",
+            "e1:5,x",
+            "e1:5,e2:",
+            "e\n1:5,e2:6",
+        ] {
             assert_eq!(
                 parse(Some("room=a&room=b"), Some(bad), 64),
                 Err(BadRequest::BadLastEventId),

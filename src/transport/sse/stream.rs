@@ -138,7 +138,11 @@ impl Stream {
             // Leaves the rooms now, rather than when hyper drops the body.
             self.phase = Phase::Ended;
             self.ended = true;
-            tracing::debug!(code = closing.code, reason = closing.reason, "stream closed");
+            tracing::debug!(
+                code = closing.code,
+                reason = closing.reason,
+                "stream closed"
+            );
         }
     }
 }
