@@ -204,7 +204,9 @@ impl Encoder {
                     code,
                     message: &message,
                 };
-                self.event(out, "error", false, &event);
+                // Not `error`: an `EventSource` fires that for its own network
+                // failures, and a page could not tell the two apart.
+                self.event(out, "subscribe_error", false, &event);
             }
             // A stream sends nothing else that is answered.
             (_, _) => {}
@@ -396,7 +398,7 @@ mod tests {
         let text = text_of(&mut encoder, &[frame::reply(Codec::MsgPack, &refusal)]);
         assert_eq!(
             text,
-            "event: error\ndata: {\"room\":\"a\",\"code\":105,\"message\":\"node is shutting down\"}\n\n"
+            "event: subscribe_error\ndata: {\"room\":\"a\",\"code\":105,\"message\":\"node is shutting down\"}\n\n"
         );
         let mut out = Vec::new();
         encoder.close(
