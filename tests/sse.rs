@@ -3,7 +3,8 @@
 //! room's position in each event's id; a reconnect with that id resumes
 //! like `recover` (missed once, in order, then live; or the explicit
 //! refusal); tokens from the query or a cookie, with the same grants; text
-//! rooms; heartbeats; the slow-consumer policy; a client that goes away;
+//! rooms; heartbeats; the slow-consumer policy; token expiry; a client
+//! that goes away;
 //! the door's refusals and CORS; shutdown. `a_python_http_client_...`
 //! runs `tests/python/sse_client.py`, a stdlib `http.client` reader.
 
@@ -359,6 +360,27 @@ async fn the_token_comes_from_the_query_or_a_cookie_and_its_grants_decide_the_ro
     let stats = broker.server().stats();
     assert_eq!((stats.auth_failures, stats.permission_denials), (2, 1));
     assert_eq!(stats.sse_streams_open, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_with_a_4001_close_event_when_its_token_expires() {
+    let broker = Broker::start_with(Config {
+        jwt_secret: SECRET.into(),
+        jwt_leeway: Duration::ZERO,
+        ..config()
+    });
+    let token = sign(
+        Algorithm::HS256,
+        &json!({"sub": "ann", "exp": now() + 2, "rooms": {"sub": ["*"]}}),
+        SECRET,
+    );
+    let mut sse = SseStream::open(broker.addr, &format!("/sse?room=brief&token={token}"), "").await;
+    assert_eq!(sse.next_event().await.event, "subscribed");
+    let close = sse.next_event().await;
+    assert_eq!(close.event, "close");
+    assert_eq!(close.data, json!({"code": 4001, "reason": "token expired"}));
+    assert!(sse.ends().await);
+    assert_eq!(broker.server().stats().token_expirations, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
