@@ -4,9 +4,9 @@
 //! like `recover` (missed once, in order, then live; or the explicit
 //! refusal); tokens from the query or a cookie, with the same grants; text
 //! rooms; heartbeats; the slow-consumer policy; token expiry; a client
-//! that goes away;
-//! the door's refusals and CORS; shutdown. `a_python_http_client_...`
-//! runs `tests/python/sse_client.py`, a stdlib `http.client` reader.
+//! that goes away; the door's refusals and CORS; shutdown.
+//! `a_python_http_client_...` runs `tests/python/sse_client.py`, a stdlib
+//! `http.client` reader.
 
 mod common;
 
