@@ -549,6 +549,33 @@ pub(crate) fn token_from_request<B>(req: &hyper::Request<B>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The cookie an SSE request may carry its token in: `EventSource` cannot
+/// set headers, and a URL ends up in access logs.
+pub(crate) const TOKEN_COOKIE: &str = "roomcast_token";
+
+/// Finds the token of a Server-Sent Events request: the places of
+/// [`token_from_request`], in its order, then the [`TOKEN_COOKIE`] cookie.
+///
+/// Only SSE reads the cookie. A browser sends cookies with a WebSocket
+/// upgrade from any page, and nothing then keeps that page from reading
+/// what comes back (cross-site WebSocket hijacking, which only
+/// `allowed_origins` would stop); a page reads an SSE response only where
+/// CORS lets it, and the door lets credentialed requests through only from
+/// the origins listed in `allowed_origins` (docs/SECURITY.md §5).
+pub(crate) fn token_from_sse_request<B>(req: &hyper::Request<B>) -> Option<String> {
+    token_from_request(req).or_else(|| {
+        req.headers()
+            .get_all(hyper::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == TOKEN_COOKIE)
+            // RFC 6265 §4.1.1 lets a cookie's value be quoted.
+            .map(|(_, value)| value.trim_matches('"').to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,6 +731,35 @@ mod tests {
             Verifier::from_config(&config),
             Err(KeyError::MissingPublicKey(JwtAlgorithm::Rs256))
         ));
+    }
+
+    #[test]
+    fn an_sse_request_may_carry_its_token_in_a_cookie_after_the_other_places() {
+        let req = |uri: &str, cookie: &str| {
+            hyper::Request::get(uri)
+                .header("cookie", cookie)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(
+            token_from_sse_request(&req("/sse", "theme=dark; roomcast_token=c.o.k; x=1")),
+            Some("c.o.k".into())
+        );
+        assert_eq!(
+            token_from_sse_request(&req("/sse", "roomcast_token=\"q.u.o\"")),
+            Some("q.u.o".into())
+        );
+        assert_eq!(
+            token_from_sse_request(&req("/sse?token=q.r.s", "roomcast_token=c.o.k")),
+            Some("q.r.s".into()),
+            "the query comes first"
+        );
+        assert_eq!(token_from_sse_request(&req("/sse", "other=1")), None);
+        assert_eq!(
+            token_from_request(&req("/ws", "roomcast_token=c.o.k")),
+            None,
+            "a WebSocket upgrade never reads the cookie"
+        );
     }
 
     #[test]

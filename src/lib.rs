@@ -14,7 +14,9 @@
 //! 3. `transport`: sockets only. The per-core `SO_REUSEPORT` listener,
 //!    TLS, the HTTP upgrade (`admission` and `auth` check it), and the
 //!    WebSocket session: it reads frames, reassembles, decodes, checks, and
-//!    calls its member; its writer drains the member's outbound queue.
+//!    calls its member; its writer drains the member's outbound queue. A
+//!    Server-Sent Events stream is a member too, whose queue is written
+//!    out as events.
 //! 4. [`protocol`]: envelopes, the two codecs, the shared outgoing frames.
 //! 5. `router`: the member handle (one client's membership), the bounded
 //!    queues between cores, the per-core driver, the home side of a room

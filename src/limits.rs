@@ -130,6 +130,13 @@ pub(crate) const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// costs no memory.
 pub(crate) const MAX_PENDING_PONGS: usize = 16;
 
+/// Rooms one Server-Sent Events stream may name, at most (and never more
+/// than `max_rooms_per_connection`). Each event's id carries every room's
+/// position (about 38 bytes a room), and a browser sends the last one back
+/// in `Last-Event-ID`: 64 rooms keep that header near 2.4 KiB, well inside
+/// `max_header_bytes` (8192).
+pub(crate) const SSE_MAX_ROOMS: usize = 64;
+
 /// Inbox messages a core's driver handles before it lets the core's
 /// sessions run again: long enough to amortise a wake-up, short enough that
 /// a busy home does not starve its own connections.

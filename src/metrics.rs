@@ -122,6 +122,8 @@ counters! {
     /// Times the Redis engine subscribed its rooms again and checked their
     /// positions (a reconnect, a lagged receiver, a cluster change).
     redis_resyncs,
+    /// Server-Sent Events streams open now (also in `connections_open`).
+    sse_streams_open,
 }
 
 /// The lowest wire error code (`protocol::ErrorCode`); codes are counted

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::admission::Admission;
-use crate::auth::{Identity, Verifier, VerifierConfig};
+use crate::auth::{Action, Identity, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::metrics::{CoreCounters, Stats};
@@ -127,6 +127,27 @@ impl Node {
     /// and not yet open. `/ready` compares it with `max_connections`.
     pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Whether `identity` may do `action` in `room`: its token grants it,
+    /// and the room's rule (if any) finds one of the roles it requires.
+    /// The one answer every front door asks for (the WebSocket session per
+    /// operation, the SSE door per room), so that they cannot drift apart.
+    pub(crate) fn permits(&self, identity: &Identity, action: Action, room: &str) -> bool {
+        if !identity.grants.allows(action, room) {
+            return false;
+        }
+        if !self.role_rules || action == Action::Presence {
+            return true;
+        }
+        match self
+            .config
+            .rooms
+            .required_roles(room, action == Action::Publish)
+        {
+            Some(roles) => roles.iter().any(|r| identity.has_role(r)),
+            None => true,
+        }
     }
 
     /// Takes a connection slot, if one is free.

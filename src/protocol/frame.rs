@@ -100,3 +100,52 @@ pub fn control(opcode: Opcode, payload: &[u8]) -> Bytes {
     let payload = &payload[..payload.len().min(125)];
     build(opcode, payload.len(), |out| out.extend_from_slice(payload))
 }
+
+/// The payload of a binary frame built here: the envelope inside, for a
+/// front door that reads the shared frames rather than writing them to a
+/// WebSocket (Server-Sent Events). `None` for any other frame (control,
+/// text) and for bytes that are not one whole frame.
+pub fn binary_payload(frame: &Bytes) -> Option<Bytes> {
+    let (&first, rest) = frame.split_first()?;
+    if first != FIN | Opcode::Binary as u8 {
+        return None;
+    }
+    let (&short, rest) = rest.split_first()?;
+    let (len, header) = match short {
+        0..=125 => (usize::from(short), 2),
+        126 => (
+            usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
+            4,
+        ),
+        127 => (
+            usize::try_from(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?)).ok()?,
+            10,
+        ),
+        // A mask bit: a client's frame, never one built here.
+        _ => return None,
+    };
+    (frame.len() == header + len).then(|| frame.slice(header..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_of_a_built_frame_is_the_envelope_for_every_header_length() {
+        for len in [0, 125, 126, 65_535, 65_536] {
+            let payload = vec![7u8; len];
+            let frame = data(Opcode::Binary, &payload);
+            assert_eq!(
+                binary_payload(&frame).as_deref(),
+                Some(&payload[..]),
+                "{len} bytes"
+            );
+        }
+        assert_eq!(binary_payload(&data(Opcode::Text, b"x")), None);
+        assert_eq!(binary_payload(&control(Opcode::Ping, b"")), None);
+        let whole = data(Opcode::Binary, b"abc");
+        assert_eq!(binary_payload(&whole.slice(..whole.len() - 1)), None);
+        assert_eq!(binary_payload(&Bytes::new()), None);
+    }
+}

@@ -2,9 +2,9 @@
 //! format, outbound queue and rooms, and turns the client's requests into
 //! the messages of the routing protocol: which core is a room's home, when
 //! the home must hear of interest, recovery and presence, and what to wait
-//! for. A front door (the WebSocket session today; an SSE stream or an HTTP
-//! request next) reads and checks requests, then calls its member; it never
-//! speaks to a home itself.
+//! for. A front door (the WebSocket session, a Server-Sent Events stream;
+//! an HTTP request next) reads and checks requests, then calls its member;
+//! it never speaks to a home itself.
 //!
 //! Requests of one member are handled one at a time: each call returns once
 //! its request is handed on (and, for a subscribe, once the subscriber is

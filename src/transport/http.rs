@@ -6,6 +6,7 @@
 //! | more than `max_handshakes_in_progress`    | 503, before the request is read |
 //! | over `handshake_rate_per_ip`              | 429, before the request is read |
 //! | `GET /stats` with `stats_on_public`       | 200, the node's counters as JSON (always on the admin listener) |
+//! | `sse_path` (`/sse`)                       | Server-Sent Events: [`super::sse::open`] makes the checks below that apply, then streams |
 //! | any other path than `path` (or `echo_path`)| 404 |
 //! | `path` without a WebSocket upgrade        | 426, a short text |
 //! | upgrade while shutting down               | 503 |
@@ -19,12 +20,16 @@
 //! | head over `max_header_bytes`/`max_headers`| 431 (hyper) |
 //! | TLS and head not complete in `handshake_timeout` | connection dropped |
 
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
+use std::future::{pending, poll_fn};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::ORIGIN;
 use hyper::header::{
@@ -34,21 +39,28 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::sync::Notify;
+use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::admission::Refusal;
+use crate::admission::{HandshakeSlot, Refusal};
 use crate::auth::token_from_request;
 use crate::limits::REFUSAL_WRITE_TIMEOUT;
 use crate::metrics;
 use crate::protocol::Codec;
 use crate::router::driver::Core;
+use crate::router::outbound::Outbound;
 
 use super::session::{self, Admitted, Mode};
+use super::sse;
 
-type HttpResponse = Response<Full<Bytes>>;
+/// A response body: whole, or a Server-Sent Events stream.
+pub(crate) type Body = Either<Full<Bytes>, sse::Stream>;
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
-    let mut response = Response::new(Full::new(body.into()));
+pub(crate) type HttpResponse = Response<Body>;
+
+/// A plain-text answer.
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Either::Left(Full::new(body.into())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -144,10 +156,14 @@ async fn handle(
     mut req: Request<Incoming>,
     core: Rc<Core>,
     peer: SocketAddr,
+    life: Rc<Lifetime>,
 ) -> Result<HttpResponse, Infallible> {
     let node = core.node();
     let path = req.uri().path();
     let config = &node.config;
+    if !config.sse_path.is_empty() && path == config.sse_path {
+        return Ok(sse::open(&req, &core, peer, &life));
+    }
     let mode = if path == config.path {
         Mode::Broker
     } else if !config.echo_path.is_empty() && path == config.echo_path {
@@ -155,7 +171,7 @@ async fn handle(
     } else {
         if config.stats_on_public && path == "/stats" && req.method() == Method::GET {
             let json = serde_json::to_vec(&node.stats.snapshot()).unwrap_or_default();
-            let mut response = Response::new(Full::new(Bytes::from(json)));
+            let mut response = Response::new(Either::Left(Full::new(Bytes::from(json))));
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -249,7 +265,7 @@ async fn handle(
             );
         }
     };
-    let mut response = response.map(|_| Full::new(Bytes::new()));
+    let mut response = response.map(|_| Either::Left(Full::new(Bytes::new())));
     let codec = match negotiated {
         Negotiated::Default(codec) => codec,
         Negotiated::Offered(codec) => {
@@ -306,25 +322,77 @@ async fn refuse_early(mut stream: TcpStream, refusal: Refusal, core: &Core) {
 
 /// Serves one accepted TCP connection until it upgrades or ends: the
 /// admission checks, TLS when configured, then HTTP, all within
-/// `handshake_timeout`.
+/// `handshake_timeout` (unless it becomes a Server-Sent Events stream).
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<Core>) {
     let node = core.node().clone();
-    let _handshake = match node.admission.begin_handshake(peer.ip()) {
+    let handshake = match node.admission.begin_handshake(peer.ip()) {
         Ok(slot) => slot,
         Err(refusal) => return refuse_early(stream, refusal, &core).await,
     };
     let deadline = Instant::now() + node.config.handshake_timeout;
+    let life = Lifetime::new(deadline, handshake);
     match &node.tls {
-        None => serve_http(TokioIo::new(stream), peer, core, deadline).await,
+        None => serve_http(TokioIo::new(stream), peer, core, life).await,
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => serve_http(TokioIo::new(tls), peer, core, deadline).await,
+            Ok(Ok(tls)) => serve_http(TokioIo::new(tls), peer, core, life).await,
             Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         },
     }
 }
 
-async fn serve_http<I>(io: I, peer: SocketAddr, core: Rc<Core>, deadline: Instant)
+/// What bounds a TCP connection's life, which a Server-Sent Events stream
+/// changes. A handshake holds its place under `max_handshakes_in_progress`
+/// and ends at `handshake_timeout`. A stream is no handshake: once it
+/// begins, its place is freed and it has no deadline, until it starts to
+/// close; from then it has `close_timeout` to end. That last bound is kept
+/// here, outside the stream, because hyper polls a body only while its
+/// write buffer has room: a reader that stopped reading would otherwise
+/// hold its connection, and its slots, forever.
+pub(crate) struct Lifetime {
+    /// The handshake's deadline; `None` once a stream began.
+    deadline: Cell<Option<Instant>>,
+    handshake: Cell<Option<HandshakeSlot>>,
+    /// A stream's queue and `close_timeout`, once it began.
+    stream: RefCell<Option<(Rc<Outbound>, Duration)>>,
+    /// Tells [`serve_http`] that the bound moved.
+    moved: Notify,
+}
+
+impl Lifetime {
+    fn new(deadline: Instant, handshake: HandshakeSlot) -> Rc<Lifetime> {
+        Rc::new(Lifetime {
+            deadline: Cell::new(Some(deadline)),
+            handshake: Cell::new(Some(handshake)),
+            stream: RefCell::new(None),
+            moved: Notify::new(),
+        })
+    }
+
+    /// The connection now carries the stream draining `outbound`.
+    pub(crate) fn stream_began(&self, outbound: Rc<Outbound>, close_timeout: Duration) {
+        self.handshake.take();
+        self.deadline.set(None);
+        *self.stream.borrow_mut() = Some((outbound, close_timeout));
+        self.moved.notify_one();
+    }
+
+    /// Resolves when the connection must be dropped, by the bound in force
+    /// when it was called.
+    async fn ended(&self) {
+        let stream = self.stream.borrow().clone();
+        match (stream, self.deadline.get()) {
+            (Some((outbound, close_timeout)), _) => {
+                poll_fn(|cx| outbound.poll_closing(cx)).await;
+                sleep(close_timeout).await;
+            }
+            (None, Some(deadline)) => sleep_until(deadline).await,
+            (None, None) => pending().await,
+        }
+    }
+}
+
+async fn serve_http<I>(io: I, peer: SocketAddr, core: Rc<Core>, life: Rc<Lifetime>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -336,11 +404,24 @@ where
         .max_buf_size(config.max_header_bytes)
         .max_headers(config.max_headers);
     let service_core = core.clone();
-    let service = hyper::service::service_fn(move |req| handle(req, service_core.clone(), peer));
-    let connection = builder.serve_connection(io, service).with_upgrades();
-    match tokio::time::timeout_at(deadline, connection).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::debug!(%peer, %error, "http connection error"),
-        Err(_) => tracing::debug!(%peer, "handshake timed out"),
+    let service_life = life.clone();
+    let service = hyper::service::service_fn(move |req| {
+        handle(req, service_core.clone(), peer, service_life.clone())
+    });
+    let mut connection = pin!(builder.serve_connection(io, service).with_upgrades());
+    loop {
+        tokio::select! {
+            result = &mut connection => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "http connection error");
+                }
+                return;
+            }
+            () = life.moved.notified() => {}
+            () = life.ended() => {
+                tracing::debug!(%peer, "handshake or stream close timed out");
+                return;
+            }
+        }
     }
 }

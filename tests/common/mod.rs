@@ -10,6 +10,8 @@
 //! - [`jwt`]: signing tokens, and the clock their claims use.
 //! - [`peer`]: a protocol client over a raw WebSocket that never
 //!   reconnects, so a test controls every cut.
+//! - [`sse`]: a Server-Sent Events reader over raw HTTP (chunks taken
+//!   apart, events parsed as a browser parses them).
 //! - [`msgpack`]: one MessagePack tree type and its writer, for envelopes
 //!   our encoder would never write and for reading the test vectors.
 //! - [`protobuf`]: protobuf varints and fields written by hand.
@@ -31,5 +33,6 @@ pub mod peer;
 pub mod process;
 pub mod protobuf;
 pub mod redis;
+pub mod sse;
 pub mod tls;
 pub mod ws;

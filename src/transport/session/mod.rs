@@ -448,15 +448,10 @@ impl Session {
     /// it, and the room's rule (if any) finds one of the roles it requires.
     /// A refusal is answered with error 107 here.
     fn permitted(&self, id: RequestId, action: Action, room: &RoomName) -> bool {
-        let node = self.core.node();
-        let name = room.as_str();
-        let mut allowed = self.identity.grants.allows(action, name);
-        if allowed && node.role_rules && action != Action::Presence {
-            let rules = &node.config.rooms;
-            if let Some(roles) = rules.required_roles(name, action == Action::Publish) {
-                allowed = roles.iter().any(|r| self.identity.has_role(r));
-            }
-        }
+        let allowed = self
+            .core
+            .node()
+            .permits(&self.identity, action, room.as_str());
         if !allowed {
             metrics::add(&self.core.counters().permission_denials, 1);
             self.member.reply(Reply::error(
