@@ -417,7 +417,7 @@ async fn a_stalled_node_does_not_slow_the_others_and_its_subscribers_catch_up_or
     // And it did fall out of Redis: Redis dropped its subscription, and the
     // node subscribed again and filled the gap from history.
     let stats =
-        common::ws::http_request(stalled.addr, b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        common::ws::http_request(stalled.admin, b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let counters: serde_json::Value =
         serde_json::from_str(stats.split("\r\n\r\n").nth(1).unwrap_or("{}")).expect("JSON stats");
     assert!(counters["redis_resyncs"].as_u64() >= Some(1), "{counters}");

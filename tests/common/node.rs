@@ -9,11 +9,14 @@ use std::process::{Child, Command, Stdio};
 pub struct NodeProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// Its admin listener (`/stats`, `/metrics`).
+    pub admin: SocketAddr,
 }
 
 impl NodeProcess {
     /// `roomcast --listen 127.0.0.1:0 --workers 2 --redis-url <url> <extra>`;
-    /// returns once it prints where it listens.
+    /// returns once it prints where it listens and where its admin
+    /// listener is.
     pub fn start(redis_url: &str, extra: &[&str]) -> NodeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args([
@@ -33,18 +36,25 @@ impl NodeProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("the roomcast binary runs");
-        let stdout = child.stdout.take().expect("its stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("its stdout"));
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("a line on stdout");
+        stdout.read_line(&mut line).expect("a line on stdout");
         let addr = line
             .split("ws://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("roomcast did not start: {line:?}"));
-        NodeProcess { child, addr }
+        let mut second = String::new();
+        stdout
+            .read_line(&mut second)
+            .expect("a second line on stdout");
+        let admin = second
+            .split("http://")
+            .nth(1)
+            .and_then(|addr| addr.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no admin listener: {second:?}"));
+        NodeProcess { child, addr, admin }
     }
 
     /// Kills it at once (SIGKILL): no drain, no goodbye.
