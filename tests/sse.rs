@@ -11,14 +11,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use base64::Engine;
 use common::broker::{config, next, rooms_on_both_cores, Broker};
 use common::jwt::{now, sign};
-use common::process::run_with_deadline;
+use common::python::run_script;
 use common::sse::{encode, request, rooms_query, Event, Item, SseStream};
 use jsonwebtoken::Algorithm;
 use roomcast::client::{Client, ClientOptions};
@@ -657,50 +655,11 @@ async fn a_shutdown_ends_the_stream_with_a_close_event() {
     shutdown.await.unwrap();
 }
 
-/// The script runs in well under a second; this only catches a hang.
-const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_http_client_reads_the_stream_and_resumes_with_last_event_id() {
-    let python_ready = tokio::task::spawn_blocking(|| {
-        python(&["-c", "import msgpack, websockets.asyncio.client"])
-    })
-    .await
-    .unwrap();
-    match python_ready {
-        Ok(output) if output.status.success() => {}
-        Ok(output) => panic!(
-            "the Python packages for this test are missing: run ./scripts/test.sh, which installs tests/python/requirements.txt\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Err(error) => panic!("cannot run python3 ({error})"),
-    }
     let broker = Broker::start_with(Config {
         sse_text_rooms: List(vec!["py.text.*".into()]),
         ..with_history()
     });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sse_client.py");
-    let args = [script.display().to_string(), broker.addr.to_string()];
-    let output = tokio::task::spawn_blocking(move || python(&args))
-        .await
-        .unwrap()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "sse_client.py failed ({}):\n--- stdout\n{stdout}--- stderr\n{stderr}",
-        output.status
-    );
-    assert!(
-        stdout.starts_with("sse: ok"),
-        "no summary:\n{stdout}{stderr}"
-    );
-}
-
-/// Runs `python3 ARGS`, killing it past [`SCRIPT_DEADLINE`]; blocks the thread.
-fn python<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::io::Result<Output> {
-    let mut command = Command::new("python3");
-    command.args(args).env("PYTHONUNBUFFERED", "1");
-    run_with_deadline(&mut command, SCRIPT_DEADLINE)
+    run_script("sse_client.py", vec![broker.addr.to_string()], "sse: ok").await;
 }

@@ -31,7 +31,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -41,6 +41,7 @@ mod api;
 
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
 use crate::router::driver::Core;
+use crate::transport::http::http1_builder;
 
 /// Any admin response body: a whole buffer, or a stream (events).
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -160,13 +161,7 @@ async fn serve(
     core: Rc<Core>,
     samples: watch::Receiver<Bytes>,
 ) {
-    let config = &core.node().config;
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.handshake_timeout)
-        .max_buf_size(config.max_header_bytes)
-        .max_headers(config.max_headers);
+    let builder = http1_builder(&core.node().config);
     let service_core = core.clone();
     let service = hyper::service::service_fn(move |req| {
         let (core, samples) = (service_core.clone(), samples.clone());

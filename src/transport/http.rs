@@ -44,6 +44,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::admission::{HandshakeSlot, Refusal};
 use crate::auth::token_from_request;
+use crate::config::Config;
 use crate::limits::REFUSAL_WRITE_TIMEOUT;
 use crate::metrics;
 use crate::protocol::Codec;
@@ -392,17 +393,24 @@ impl Lifetime {
     }
 }
 
-async fn serve_http<I>(io: I, peer: SocketAddr, core: Rc<Core>, life: Rc<Lifetime>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let config = &core.node().config;
+/// An HTTP/1.1 server connection builder with the node's bounds on a
+/// request head (`handshake_timeout`, `max_header_bytes`, `max_headers`):
+/// the public listener's and the admin listener's alike.
+pub(crate) fn http1_builder(config: &Config) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.handshake_timeout)
         .max_buf_size(config.max_header_bytes)
         .max_headers(config.max_headers);
+    builder
+}
+
+async fn serve_http<I>(io: I, peer: SocketAddr, core: Rc<Core>, life: Rc<Lifetime>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let builder = http1_builder(&core.node().config);
     let service_core = core.clone();
     let service_life = life.clone();
     let service = hyper::service::service_fn(move |req| {

@@ -15,7 +15,8 @@
 //! - [`msgpack`]: one MessagePack tree type and its writer, for envelopes
 //!   our encoder would never write and for reading the test vectors.
 //! - [`protobuf`]: protobuf varints and fields written by hand.
-//! - [`process`]: running a program with a deadline.
+//! - [`process`]: running a program with a deadline; [`python`]: the
+//!   project's Python scripts, with their packages checked first.
 //! - [`tls`]: a self-signed certificate made with openssl.
 //! - [`node`]: a roomcast node as its own process, to kill or stall.
 //! - [`redis`]: real `redis-server` processes, standalone or a 3-master
@@ -32,6 +33,7 @@ pub mod node;
 pub mod peer;
 pub mod process;
 pub mod protobuf;
+pub mod python;
 pub mod redis;
 pub mod sse;
 pub mod tls;
