@@ -12,25 +12,32 @@ if (!BIN) throw new Error("set ROOMCAST_BIN to the roomcast binary (clients/js/t
 const FLAGS = ["--admin-listen", "127.0.0.1:0", "--workers", "2", "--pin-cores", "false", "--history-size", "100", "--presence", "true", "--join-leave", "true"];
 
 /**
- * Starts `roomcast --listen 127.0.0.1:0 ...` and waits for its first line,
- * `roomcast listening on ws://127.0.0.1:PORT/ws with 2 workers`.
+ * Starts `roomcast --listen 127.0.0.1:0 ...` and waits for its first two
+ * lines, `roomcast listening on ws://127.0.0.1:PORT/ws with 2 workers` and
+ * `roomcast admin on http://127.0.0.1:PORT`.
  */
 export async function startBroker(extra = [], listen = "127.0.0.1:0") {
   const child = spawn(BIN, ["--listen", listen, ...FLAGS, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (chunk) => (stderr = (stderr + chunk).slice(-4000)));
-  const lines = createInterface({ input: child.stdout });
-  const first = await new Promise((resolve, reject) => {
+  // Both lines often come in one chunk, and readline emits them in one go:
+  // a listener added after the first would miss the second. One listener
+  // collects them all (and keeps draining stdout afterwards).
+  const lines = [];
+  const started = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`roomcast did not start in 15 s: ${stderr}`)), 15_000);
-    lines.once("line", (line) => {
-      clearTimeout(timer);
-      resolve(line);
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      if (lines.length < 2) lines.push(line);
+      if (lines.length === 2) {
+        clearTimeout(timer);
+        resolve();
+      }
     });
     child.once("exit", (code) => reject(new Error(`roomcast exited (${code}): ${stderr}`)));
   });
-  // The second line says where the admin listener is (`roomcast admin on http://...`).
-  const second = await new Promise((resolve) => lines.once("line", resolve));
-  lines.on("line", () => {}); // keep draining stdout
+  await started;
+  // The second line says where the admin listener is.
+  const [first, second] = lines;
   const match = /ws:\/\/127\.0\.0\.1:(\d+)(\/\S*)/.exec(first);
   if (!match) throw new Error(`unexpected first line: ${first}`);
   const port = Number(match[1]);
