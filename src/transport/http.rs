@@ -285,11 +285,10 @@ async fn handle(
                     ip_slot,
                     identity,
                 };
-                // Boxed in a statement of its own, so this task's future
-                // keeps no room for the upgrade's state beside the
-                // session's (an idle connection's memory, issue 11).
-                let session = Box::pin(session::run(ws, codec, core, peer, admitted, mode));
-                session.await
+                // The connection runs in a task of its own, and this one
+                // ends: nothing of the upgrade's state stays allocated for
+                // the connection's life (an idle connection's memory).
+                session::start(ws, codec, core, peer, admitted, mode);
             }
             Err(error) => tracing::debug!(%peer, %error, "upgrade did not complete"),
         }
