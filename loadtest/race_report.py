@@ -2,6 +2,7 @@
 """Turns the JSON lines of loadtest/race.sh into BENCHMARKS.md (stdout)."""
 import json
 import os
+import re
 import platform
 import subprocess
 import sys
@@ -41,6 +42,16 @@ def ratio(a, b):
     return a / b
 
 
+def run_time(path):
+    """When the race ran: from its file name (race-YYYY-MM-DDTHH-MM-SSZ.jsonl,
+    as race.sh names it), so a report made again later keeps the race's
+    time; otherwise now."""
+    m = re.search(r"(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})-\d{2}Z", os.path.basename(path))
+    if m:
+        return f"{m.group(1)} {m.group(2)}:{m.group(3)} UTC"
+    return subprocess.run(['date', '-u', '+%Y-%m-%d %H:%M UTC'], capture_output=True, text=True).stdout.strip()
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by = {}
@@ -54,7 +65,7 @@ def main(path):
     w = out.append
     w("# Benchmarks")
     w("")
-    w(f"Run on {subprocess.run(['date', '-u', '+%Y-%m-%d %H:%M UTC'], capture_output=True, text=True).stdout.strip()}, "
+    w(f"Run on {run_time(path)}, "
       f"on {machine()}: a shared, noisy machine; compare ratios within this one run, not with other runs.")
     w("Server pinned to core 0 and generator to core 1 (`taskset`); servers run one core "
       "(roomcast `--workers 1`). Produced by `loadtest/race.sh`; raw JSON at the end.")
