@@ -71,6 +71,17 @@ pub(crate) struct Core {
     engine_room: Notify,
 }
 
+/// What [`Core::try_send_publish`] did with a publication.
+pub(crate) enum Handed {
+    /// Handed to its home (sequenced already when the home is this core).
+    Done,
+    /// Sequenced here; its deliveries to other cores wait in the overflow,
+    /// which the member must see drained before it publishes again.
+    DrainOverflow,
+    /// The home has no room now: send it with [`Core::send_publish`].
+    Full(PublishMsg),
+}
+
 impl Core {
     /// Core `id`'s router, with its own engine.
     pub(crate) fn new(
@@ -246,6 +257,27 @@ impl Core {
     /// the deliveries to other cores are all posted, so the overflow stays
     /// bounded by one publication per member. To another core, it waits for
     /// room in that core's publishes inbox.
+    /// The part of [`Core::send_publish`] that needs no waiting: what
+    /// happened, and what is left to wait for. A member awaits the rest in
+    /// a box of its own, so that the future of every idle connection keeps
+    /// no room for a wait that almost never comes.
+    pub(crate) fn try_send_publish(&self, home: CoreId, msg: PublishMsg) -> Handed {
+        if home == self.id {
+            if !self.home_has_capacity() {
+                return Handed::Full(msg);
+            }
+            self.publish(msg, Instant::now().into_std());
+            if self.postbox.has_overflow() {
+                return Handed::DrainOverflow;
+            }
+            return Handed::Done;
+        }
+        match self.postbox.try_send_publish(home, msg) {
+            None => Handed::Done,
+            Some(msg) => Handed::Full(msg),
+        }
+    }
+
     pub(crate) async fn send_publish(&self, home: CoreId, msg: PublishMsg) {
         if home == self.id {
             self.home_has_room().await;

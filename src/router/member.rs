@@ -23,7 +23,7 @@ use crate::protocol::{
     RequestId, RoomName, StreamPosition,
 };
 
-use super::driver::Core;
+use super::driver::{Core, Handed};
 use super::message::{MemberAction, PublishMsg, ToHome};
 use super::outbound::{Closing, Outbound};
 use super::shard::{LocalInterest, SubscribeStep, Subscriber};
@@ -275,7 +275,13 @@ impl Member {
             idempotency_key,
             reply_to,
         };
-        core.send_publish(home, msg).await;
+        // Boxed only when there is something to wait for: a connection's
+        // future would otherwise keep room for this wait all its life.
+        match core.try_send_publish(home, msg) {
+            Handed::Done => {}
+            Handed::DrainOverflow => Box::pin(core.overflow_drained()).await,
+            Handed::Full(msg) => Box::pin(core.send_publish(home, msg)).await,
+        }
     }
 
     /// Asks the room's home for history or presence and queues its answer.

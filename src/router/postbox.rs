@@ -180,6 +180,21 @@ impl Postbox {
     }
 
     /// Hands a publication to its home core, waiting while that inbox is full.
+    /// Hands a publication to core `dest` if its inbox has room now, and
+    /// gives it back (`Some`) when the inbox is full: then
+    /// [`Postbox::send_publish`] waits for room.
+    pub(crate) fn try_send_publish(&self, dest: CoreId, msg: PublishMsg) -> Option<PublishMsg> {
+        let mailbox = &self.mailboxes[dest.0];
+        match try_post(&mailbox.publishes, msg) {
+            Posted::Sent => {
+                mailbox.wake.notify_one();
+                None
+            }
+            Posted::Gone => None,
+            Posted::Full(msg) => Some(msg),
+        }
+    }
+
     pub(crate) async fn send_publish(&self, dest: CoreId, mut msg: PublishMsg) {
         let mailbox = &self.mailboxes[dest.0];
         loop {

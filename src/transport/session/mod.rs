@@ -397,6 +397,9 @@ impl Session {
             }
         };
         let id = request.id;
+        // The rare operations (a subscribe, a query) are awaited in boxes of
+        // their own: inline, each would keep room in every connection's
+        // future for its whole life, idle or not.
         match request.op {
             ClientOp::Subscribe {
                 room,
@@ -404,10 +407,10 @@ impl Session {
                 join_leave,
             } => {
                 if self.permitted(id, Action::Subscribe, &room) {
-                    self.member.subscribe(id, room, recover, join_leave).await;
+                    Box::pin(self.member.subscribe(id, room, recover, join_leave)).await;
                 }
             }
-            ClientOp::Unsubscribe { room } => self.member.unsubscribe(id, room).await,
+            ClientOp::Unsubscribe { room } => Box::pin(self.member.unsubscribe(id, room)).await,
             ClientOp::Publish {
                 room,
                 data,
@@ -417,9 +420,13 @@ impl Session {
                     self.member.publish(id, room, data, idempotency_key).await;
                 }
             }
-            ClientOp::History { room, query } => self.query(id, room, Query::History(query)).await,
-            ClientOp::Presence { room } => self.query(id, room, Query::Presence).await,
-            ClientOp::PresenceStats { room } => self.query(id, room, Query::PresenceStats).await,
+            ClientOp::History { room, query } => {
+                Box::pin(self.query(id, room, Query::History(query))).await
+            }
+            ClientOp::Presence { room } => Box::pin(self.query(id, room, Query::Presence)).await,
+            ClientOp::PresenceStats { room } => {
+                Box::pin(self.query(id, room, Query::PresenceStats)).await
+            }
             ClientOp::Refresh { token } => self.refresh(id, &token),
         }
         if self.limiter.strikes >= self.core.node().config.rate_limit_close_after {
