@@ -8,14 +8,8 @@ import { createServer } from "node:http";
 import { after, before, test } from "node:test";
 import { decode } from "@msgpack/msgpack";
 import * as esbuild from "esbuild";
-import { chromium } from "playwright-core";
-import WebSocket from "ws";
-import { Client } from "../dist/index.js";
-import { nextEvent, startBroker, startProxy, text, waitFor } from "./support.mjs";
+import { startBrowserStage, text, waitFor } from "./support.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 let broker, proxy, site, browser, publisher;
 let roomSeq = 0;
@@ -97,24 +91,13 @@ async function follow(tab, url, room, options = {}) {
 const seen = (tab) => tab.evaluate(() => window.seen);
 const until = (tab, what, check) => waitFor(async () => tab.evaluate(check), what);
 
+let stage;
 before(async () => {
-  broker = await startBroker();
-  proxy = await startProxy(broker.port);
-  site = await serve();
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
-  publisher = new Client(broker.url, { WebSocket });
-  const up = nextEvent(publisher, "connected");
-  publisher.connect();
-  await up;
+  stage = await startBrowserStage({ serve });
+  ({ broker, proxy, site, browser, publisher } = stage);
 });
 
-after(async () => {
-  publisher?.close();
-  await browser?.close();
-  site?.close();
-  await proxy?.close();
-  await broker?.stop("SIGKILL");
-});
+after(() => stage?.stop());
 
 test("Chromium: the MessagePack bundle connects and receives live messages", async () => {
   const tab = await page();

@@ -6,14 +6,8 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { after, before, test } from "node:test";
-import { chromium } from "playwright-core";
-import WebSocket from "ws";
-import { Client } from "../dist/index.js";
-import { nextEvent, startBroker, startProxy, waitFor } from "./support.mjs";
+import { startBrowserStage, waitFor } from "./support.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 let broker, proxy, site, browser, publisher;
 let roomSeq = 0;
@@ -59,24 +53,13 @@ async function follow(url) {
 const until = (tab, what, check, arg) => waitFor(async () => tab.evaluate(check, arg), what);
 const count = (tab, name) => tab.evaluate((name) => window.events.filter((e) => e[0] === name).length, name);
 
+let stage;
 before(async () => {
-  broker = await startBroker(["--sse-text-rooms", "text.*"]);
-  proxy = await startProxy(broker.port);
-  site = await serve();
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
-  publisher = new Client(broker.url, { WebSocket });
-  const up = nextEvent(publisher, "connected");
-  publisher.connect();
-  await up;
+  stage = await startBrowserStage({ flags: ["--sse-text-rooms", "text.*"], serve });
+  ({ broker, proxy, site, browser, publisher } = stage);
 });
 
-after(async () => {
-  publisher?.close();
-  await browser?.close();
-  site?.close();
-  await proxy?.close();
-  await broker?.stop("SIGKILL");
-});
+after(() => stage?.stop());
 
 test("Chromium: an EventSource on another origin receives publications, with every room's position as the event id", async () => {
   const [text, binary] = [fresh("text"), fresh("bin")];

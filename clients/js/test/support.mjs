@@ -1,9 +1,15 @@
-// Test kit: a real roomcast broker on port 0, a TCP proxy the tests cut, and
-// small waiting helpers. Every test file starts its brokers through here.
+// Test kit: a real roomcast broker on port 0, a TCP proxy the tests cut, the
+// stage the Chromium tests share, and small waiting helpers. Every test file
+// starts its brokers through here.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import net from "node:net";
 import { createInterface } from "node:readline";
+
+import { chromium } from "playwright-core";
+import WebSocket from "ws";
+
+import { Client } from "../dist/index.js";
 
 export const BIN = process.env.ROOMCAST_BIN;
 if (!BIN) throw new Error("set ROOMCAST_BIN to the roomcast binary (clients/js/test.sh does)");
@@ -143,3 +149,38 @@ export function jwt(secret, claims) {
 }
 
 export const text = (data) => new TextDecoder().decode(data);
+
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+/**
+ * What every Chromium test file starts from: a broker (with `flags`), a proxy
+ * in front of it the test can cut, the file's own page server (`serve()`,
+ * which returns something with `close()`), headless Chromium, and a publisher
+ * connected from Node. `stop()` ends them all.
+ */
+export async function startBrowserStage({ flags = [], serve }) {
+  const stage = {};
+  stage.stop = async () => {
+    stage.publisher?.close();
+    await stage.browser?.close();
+    stage.site?.close();
+    await stage.proxy?.close();
+    await stage.broker?.stop("SIGKILL");
+  };
+  try {
+    stage.broker = await startBroker(flags);
+    stage.proxy = await startProxy(stage.broker.port);
+    stage.site = await serve();
+    stage.browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+    stage.publisher = new Client(stage.broker.url, { WebSocket });
+    const up = nextEvent(stage.publisher, "connected");
+    stage.publisher.connect();
+    await up;
+  } catch (error) {
+    await stage.stop();
+    throw error;
+  }
+  return stage;
+}
