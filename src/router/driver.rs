@@ -252,11 +252,6 @@ impl Core {
         }
     }
 
-    /// Hands a publication to its home core from a member. On the home core
-    /// it is sequenced and fanned out at once; the member then waits until
-    /// the deliveries to other cores are all posted, so the overflow stays
-    /// bounded by one publication per member. To another core, it waits for
-    /// room in that core's publishes inbox.
     /// The part of [`Core::send_publish`] that needs no waiting: what
     /// happened, and what is left to wait for. A member awaits the rest in
     /// a box of its own, so that the future of every idle connection keeps
@@ -278,13 +273,27 @@ impl Core {
         }
     }
 
+    /// Hands a publication to its home core from a member. On the home core
+    /// it is sequenced and fanned out at once; the member then waits until
+    /// the deliveries to other cores are all posted, so the overflow stays
+    /// bounded by one publication per member. To another core, it waits for
+    /// room in that core's publishes inbox.
     pub(crate) async fn send_publish(&self, home: CoreId, msg: PublishMsg) {
-        if home == self.id {
-            self.home_has_room().await;
-            self.publish(msg, Instant::now().into_std());
-            self.overflow_drained().await;
-        } else {
-            self.postbox.send_publish(home, msg).await;
+        let handed = self.try_send_publish(home, msg);
+        self.finish_publish(home, handed).await;
+    }
+
+    /// Waits for what [`Core::try_send_publish`] left to wait for.
+    pub(crate) async fn finish_publish(&self, home: CoreId, handed: Handed) {
+        match handed {
+            Handed::Done => {}
+            Handed::DrainOverflow => self.overflow_drained().await,
+            Handed::Full(msg) if home == self.id => {
+                self.home_has_room().await;
+                self.publish(msg, Instant::now().into_std());
+                self.overflow_drained().await;
+            }
+            Handed::Full(msg) => self.postbox.send_publish(home, msg).await,
         }
     }
 

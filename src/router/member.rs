@@ -279,8 +279,7 @@ impl Member {
         // future would otherwise keep room for this wait all its life.
         match core.try_send_publish(home, msg) {
             Handed::Done => {}
-            Handed::DrainOverflow => Box::pin(core.overflow_drained()).await,
-            Handed::Full(msg) => Box::pin(core.send_publish(home, msg)).await,
+            waiting => Box::pin(core.finish_publish(home, waiting)).await,
         }
     }
 
