@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -254,14 +255,17 @@ impl Member {
     }
 
     /// Hands a publication to its room's home; the ack (or the error) comes
-    /// back into this member's queue.
-    pub(crate) async fn publish(
+    /// back into this member's queue. What is returned, if anything, is the
+    /// wait the member must see through before it publishes again (room in
+    /// the home's inbox, or this core's overflow drained): the caller boxes
+    /// it, so that a connection's future keeps no room for it all its life.
+    pub(crate) fn publish(
         &self,
         id: RequestId,
         room: RoomName,
         data: Bytes,
         idempotency_key: Option<IdempotencyKey>,
-    ) {
+    ) -> Option<impl Future<Output = ()> + '_> {
         let core = &self.core;
         let home = core.home_of(&room);
         let reply_to = ReplyTo::Connection {
@@ -275,11 +279,9 @@ impl Member {
             idempotency_key,
             reply_to,
         };
-        // Boxed only when there is something to wait for: a connection's
-        // future would otherwise keep room for this wait all its life.
         match core.try_send_publish(home, msg) {
-            Handed::Done => {}
-            waiting => Box::pin(core.finish_publish(home, waiting)).await,
+            Handed::Done => None,
+            waiting => Some(core.finish_publish(home, waiting)),
         }
     }
 

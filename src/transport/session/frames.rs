@@ -17,11 +17,10 @@
 //! `Session::on_frame`).
 
 use std::cell::RefCell;
-use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -114,18 +113,21 @@ impl FrameReader {
         }
     }
 
-    /// The next frame. Every byte read off the socket is counted in
-    /// `received` (one addition per read).
-    pub(super) async fn next<R: AsyncRead + Unpin>(
+    /// The next frame, or where to be woken when it may have come. Every
+    /// byte read off the socket is counted in `received` (one addition per
+    /// read). A poll function, not a future: a connection waiting for its
+    /// next frame keeps nothing for the wait but this reader.
+    pub(super) fn poll_next<R: AsyncRead + Unpin>(
         &mut self,
+        cx: &mut Context<'_>,
         stream: &mut R,
         received: &AtomicU64,
-    ) -> Result<Frame, ReadError> {
+    ) -> Poll<Result<Frame, ReadError>> {
         loop {
             if let Some(frame) = self.parse()? {
-                return Ok(frame);
+                return Poll::Ready(Ok(frame));
             }
-            let read = self.fill(stream).await?;
+            let read = ready!(self.poll_fill(cx, stream))?;
             metrics::add(received, read as u64);
         }
     }
@@ -218,27 +220,26 @@ impl FrameReader {
     }
 
     /// Reads what the socket has into the core's scratch buffer, and keeps
-    /// it; returns how many bytes came. Waiting for the socket holds no
+    /// it; ready with how many bytes came. Waiting for the socket holds no
     /// buffer of this connection's.
-    async fn fill<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> Result<usize, ReadError> {
-        poll_fn(|cx| {
-            SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let mut buf = ReadBuf::new(&mut scratch[..]);
-                match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
-                    Poll::Ready(Ok(())) if buf.filled().is_empty() => {
-                        Poll::Ready(Err(ReadError::Gone))
-                    }
-                    Poll::Ready(Ok(())) => {
-                        self.pending.extend_from_slice(buf.filled());
-                        Poll::Ready(Ok(buf.filled().len()))
-                    }
-                    Poll::Ready(Err(error)) => Poll::Ready(Err(gone(error))),
-                    Poll::Pending => Poll::Pending,
+    fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &mut R,
+    ) -> Poll<Result<usize, ReadError>> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut buf = ReadBuf::new(&mut scratch[..]);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Err(ReadError::Gone)),
+                Poll::Ready(Ok(())) => {
+                    self.pending.extend_from_slice(buf.filled());
+                    Poll::Ready(Ok(buf.filled().len()))
                 }
-            })
+                Poll::Ready(Err(error)) => Poll::Ready(Err(gone(error))),
+                Poll::Pending => Poll::Pending,
+            }
         })
-        .await
     }
 }
 
@@ -267,6 +268,17 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::poll_fn;
+
+    impl FrameReader {
+        async fn next<R: AsyncRead + Unpin>(
+            &mut self,
+            stream: &mut R,
+            received: &AtomicU64,
+        ) -> Result<Frame, ReadError> {
+            poll_fn(|cx| self.poll_next(cx, stream, received)).await
+        }
+    }
 
     /// A client frame: header, mask key, masked payload.
     fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {

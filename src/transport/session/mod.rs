@@ -13,15 +13,16 @@ mod reassembly;
 mod writer;
 
 use std::cell::Cell;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 
 use bytes::Bytes;
 use fastwebsockets::WebSocket;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tokio_rustls::server::TlsStream;
@@ -85,9 +86,12 @@ pub(crate) enum Mode {
 }
 
 /// Starts the task that runs one upgraded connection to its end, and
-/// returns: the task holds the connection's future and nothing else. (Awaiting it here instead kept this function's
-/// own state, the upgraded socket and the handshake's identity, allocated
-/// beside it for the connection's life: 1.6 KB an idle connection.)
+/// returns. Everything the connection keeps is built here, before the task
+/// starts, into one [`Connection`]: the task's future borrows from it and
+/// holds nothing else for long. (Awaiting the connection in the upgrade's
+/// task kept that task's state, the upgraded socket and the handshake's
+/// identity, allocated beside it for the connection's life: 1.6 KB an idle
+/// connection.)
 pub(crate) fn start(
     ws: WebSocket<TokioIo<Upgraded>>,
     codec: Codec,
@@ -96,43 +100,66 @@ pub(crate) fn start(
     admitted: Admitted,
     mode: Mode,
 ) {
-    // Bytes the client sent right behind its handshake were read by hyper
-    // already. Copied (it is usually empty): the slice would keep hyper's
-    // whole handshake buffer alive for the life of the connection.
-    let link = Link {
-        codec,
-        core,
-        peer,
-        admitted,
-        mode,
-    };
     let upgraded = ws.into_inner().into_inner();
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let early = early_bytes(parts.read_buf);
-            let (read_half, write_half) = parts.io.into_inner().into_split();
-            // A task per transport: each pays only for its own future.
-            tokio::task::spawn_local(connection(read_half, write_half, early, link));
+            let link = Link {
+                codec,
+                core,
+                peer,
+                admitted,
+                mode,
+            };
+            spawn(Connection::new(parts.io.into_inner(), parts.read_buf, link));
             return;
         }
         Err(upgraded) => upgraded,
     };
     match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
         Ok(parts) => {
-            let early = early_bytes(parts.read_buf);
-            let (read_half, write_half) = tokio::io::split(parts.io.into_inner());
-            tokio::task::spawn_local(connection(read_half, write_half, early, link));
+            let link = Link {
+                codec,
+                core,
+                peer,
+                admitted,
+                mode,
+            };
+            let halves = tokio::io::split(parts.io.into_inner());
+            spawn(Connection::new(halves, parts.read_buf, link));
         }
         Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
     }
 }
 
-/// What the client sent after its upgrade request, before the upgrade
-/// completed, copied out of hyper's read buffer. The buffer itself (8 KiB)
-/// is dropped here: kept (as a field of the parts, alive while the
-/// connection is awaited) it doubled an idle connection's memory.
-fn early_bytes(read_buf: Bytes) -> Bytes {
-    Bytes::copy_from_slice(&read_buf)
+/// A task per transport: each pays only for its own future. The
+/// connection's span (40 bytes in every connection's future) is kept only
+/// where debug logging is on.
+fn spawn<T: Transport + 'static>((connection, span): (Connection<T>, tracing::Span)) {
+    if span.is_disabled() {
+        tokio::task::spawn_local(connection.run());
+    } else {
+        tokio::task::spawn_local(connection.run().instrument(span));
+    }
+}
+
+/// A connection's socket, which its reader and writer use at once.
+trait Transport {
+    fn halves(&mut self) -> (impl AsyncRead + Unpin + '_, impl AsyncWrite + Unpin + '_);
+}
+
+/// Split by borrowing: both halves are the same socket, and splitting into
+/// owned halves would cost an allocation (an `Arc`) per connection.
+impl Transport for TcpStream {
+    fn halves(&mut self) -> (impl AsyncRead + Unpin + '_, impl AsyncWrite + Unpin + '_) {
+        self.split()
+    }
+}
+
+/// TLS state cannot be shared by borrowing: owned halves, split once.
+impl<S: AsyncRead + AsyncWrite> Transport for (ReadHalf<S>, WriteHalf<S>) {
+    fn halves(&mut self) -> (impl AsyncRead + Unpin + '_, impl AsyncWrite + Unpin + '_) {
+        (&mut self.0, &mut self.1)
+    }
 }
 
 /// An upgraded connection's parameters, whatever its transport.
@@ -144,79 +171,131 @@ struct Link {
     mode: Mode,
 }
 
-async fn connection<R, W>(read_half: R, write_half: W, early: Bytes, link: Link)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let Link {
-        codec,
-        core,
-        peer,
-        admitted,
-        mode,
-    } = link;
-    let Admitted {
-        slot,
-        ip_slot,
-        identity,
-    } = admitted;
-    let node = core.node().clone();
-    let limits = &node.limits;
-    let mut read_half = read_half;
-    // Frames of this size or more are refused before they are buffered.
-    let early_len = early.len();
-    let mut frames = FrameReader::new(early, limits.max_message_size.saturating_add(1));
+/// What one connection keeps for its life, built before its task starts.
+/// `run` takes it whole and only borrows its parts, so each is stored once:
+/// an async function keeps its arguments for its whole life, and a part
+/// moved out into a local of its own would be stored twice.
+struct Connection<T> {
+    session: Session,
+    frames: FrameReader,
+    transport: T,
+    /// Shared by both sides: the reader sets them, the writer acts on them.
+    clocks: Clocks,
+    /// Held until the connection ends: they count it against the node's
+    /// and its address's limits.
+    slots: (ConnectionSlot, Option<IpSlot>),
+}
 
-    let member = Member::new(core.clone(), codec.into(), identity.user.clone());
-    let outbound = member.outbound().clone();
-    if node.shutting_down() {
-        // Upgraded after the drain listed this core's members: close at once.
-        outbound.close(Closing {
-            code: close_code::SERVICE_RESTART,
-            reason: "service restart",
-            flush: true,
-        });
+impl<T: Transport> Connection<T> {
+    /// `early` is what the client sent right behind its handshake, read by
+    /// hyper already: copied (it is usually empty), because the slice would
+    /// keep hyper's whole 8 KiB handshake buffer alive for the connection's
+    /// life.
+    fn new(transport: T, early: Bytes, link: Link) -> (Self, tracing::Span) {
+        let Link {
+            codec,
+            core,
+            peer,
+            admitted,
+            mode,
+        } = link;
+        let Admitted {
+            slot,
+            ip_slot,
+            identity,
+        } = admitted;
+        let node = core.node();
+        let limits = &node.limits;
+        // Frames of this size or more are refused before they are buffered.
+        let frames = FrameReader::new(
+            Bytes::copy_from_slice(&early),
+            limits.max_message_size.saturating_add(1),
+        );
+        let member = Member::new(core.clone(), codec.into(), identity.user.clone());
+        if node.shutting_down() {
+            // Upgraded after the drain listed this core's members: close at once.
+            member.outbound().close(Closing {
+                code: close_code::SERVICE_RESTART,
+                reason: "service restart",
+                flush: true,
+            });
+        }
+        let counters = core.counters();
+        metrics::add(&counters.connections_open, 1);
+        metrics::add(&counters.connections_accepted, 1);
+        metrics::add(&counters.bytes_received, early.len() as u64);
+        let span = tracing::debug_span!("conn", conn_id = member.conn().0, core = core.id().0, %peer, %codec);
+        let clocks = Clocks {
+            last_seen: Cell::new(Instant::now()),
+            expiry: Cell::new(deadline_of(&identity)),
+        };
+        let session = Session {
+            codec,
+            member,
+            reassembly: Reassembly::new(
+                limits.max_message_size,
+                limits.max_fragments,
+                mode == Mode::Echo,
+            ),
+            mode,
+            limiter: PublishLimiter::new(&node.config),
+            identity,
+            core,
+        };
+        let connection = Connection {
+            session,
+            frames,
+            transport,
+            clocks,
+            slots: (slot, ip_slot),
+        };
+        (connection, span)
     }
-    let counters = core.counters();
-    metrics::add(&counters.connections_open, 1);
-    metrics::add(&counters.connections_accepted, 1);
-    metrics::add(&counters.bytes_received, early_len as u64);
-    let span =
-        tracing::debug_span!("conn", conn_id = member.conn().0, core = core.id().0, %peer, %codec);
-    let clocks = Clocks {
-        last_seen: Rc::new(Cell::new(Instant::now())),
-        expiry: Rc::new(Cell::new(deadline_of(&identity))),
-    };
-    let mut session = Session {
-        codec,
-        core: core.clone(),
-        member,
-        last_seen: clocks.last_seen.clone(),
-        reassembly: Reassembly::new(
-            limits.max_message_size,
-            limits.max_fragments,
-            mode == Mode::Echo,
-        ),
-        mode,
-        limiter: PublishLimiter::new(&node.config),
-        expiry: clocks.expiry.clone(),
-        identity,
-    };
-    async {
-        tracing::debug!("connected");
-        let writer = write_loop(write_half, outbound.clone(), clocks, &node, counters);
-        let mut writer = pin!(writer);
-        let end = {
-            let mut reader = pin!(session.read_loop(&mut frames, &mut read_half));
-            tokio::select! {
-                end = &mut reader => Some(end),
-                () = &mut writer => {
-                    // We closed (slow consumer, shutdown, heartbeat) or the write failed:
-                    // give the peer a moment to answer our close.
-                    let _ = timeout(limits.close_timeout, &mut reader).await;
-                    None
-                }
+
+    /// Reads and writes until both sides are done, then leaves the rooms
+    /// and gives the slots back. Not an `async fn`: one moves its arguments
+    /// into locals of its body, so the future would hold the connection
+    /// twice (once as the argument, once as the local). The block uses the
+    /// captured connection in place.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            tracing::debug!("connected");
+            let core = self.session.core.clone();
+            self.both_sides(&core).await;
+            // The member leaves its rooms as it goes.
+            drop(self.session);
+            tracing::debug!("disconnected");
+            metrics::sub(&core.counters().connections_open, 1);
+            drop(self.slots);
+        }
+    }
+
+    /// Runs the reader and the writer side by side until the connection is
+    /// closed: by the peer, by a violation, or by us.
+    async fn both_sides(&mut self, core: &Core) {
+        let limits = &core.node().limits;
+        let counters = core.counters();
+        let outbound = self.session.member.outbound().clone();
+        let (mut read_half, mut write_half) = self.transport.halves();
+        let mut writer = pin!(write_loop(
+            &mut write_half,
+            &outbound,
+            &self.clocks,
+            core.node(),
+            counters
+        ));
+        let mut reader =
+            pin!(self
+                .session
+                .read_loop(&mut self.frames, &mut read_half, &self.clocks));
+        let end = tokio::select! {
+            end = &mut reader => Some(end),
+            () = &mut writer => {
+                // We closed (slow consumer, shutdown, heartbeat) or the write failed:
+                // give the peer a moment to answer our close.
+                let _ = Box::pin(timeout(limits.close_timeout, &mut reader)).await;
+                None
             }
         };
         if let Some(end) = end {
@@ -239,18 +318,10 @@ where
             };
             if let Some(closing) = closing {
                 outbound.close(closing);
-                let _ = timeout(limits.close_timeout, &mut writer).await;
+                let _ = Box::pin(timeout(limits.close_timeout, &mut writer)).await;
             }
         }
-        // The member leaves its rooms as it goes.
-        drop(session);
-        tracing::debug!("disconnected");
     }
-    .instrument(span)
-    .await;
-    metrics::sub(&counters.connections_open, 1);
-    drop(slot);
-    drop(ip_slot);
 }
 
 /// When the connection must end for its token, on the runtime's clock.
@@ -258,20 +329,22 @@ fn deadline_of(identity: &Identity) -> Option<Instant> {
     identity.expires_in().map(|left| Instant::now() + left)
 }
 
+/// Work a message started that has to wait: for room in a home core's
+/// inbox, for the engine, for another core's answer. Each is awaited in a
+/// box of its own, and only when it has to wait: inline, the largest of
+/// them would keep room in every connection's future for its whole life,
+/// idle or not. A publish handed on at once starts none.
+type Waiting<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
 /// The read side of a connection.
 struct Session {
     codec: Codec,
     core: Rc<Core>,
     member: Member,
-    /// When the peer last sent anything: the heartbeat's proof of life.
-    last_seen: Rc<Cell<Instant>>,
     reassembly: Reassembly,
     mode: Mode,
     identity: Identity,
     limiter: PublishLimiter,
-    /// When the token expires; the writer closes with 4001 then, and a
-    /// `refresh` moves it.
-    expiry: Rc<Cell<Option<Instant>>>,
 }
 
 fn read_error(error: ReadError) -> ReadEnd {
@@ -307,29 +380,45 @@ fn close_frame(payload: &[u8]) -> ReadEnd {
 }
 
 impl Session {
-    async fn read_loop<R: AsyncRead + Unpin>(
-        &mut self,
-        frames: &mut FrameReader,
-        socket: &mut R,
-    ) -> ReadEnd {
-        loop {
-            let received = &self.core.counters().bytes_received;
-            let frame = match frames.next(socket, received).await {
-                Ok(frame) => frame,
-                Err(error) => return read_error(error),
-            };
-            self.last_seen.set(Instant::now());
-            if let Err(end) = self.on_frame(frame).await {
-                return end;
+    /// Reads frames and acts on them until the read side ends. (Not an
+    /// `async fn`, which would keep its arguments twice: see
+    /// `Connection::run`.)
+    #[allow(clippy::manual_async_fn)]
+    fn read_loop<'a, R: AsyncRead + Unpin>(
+        &'a mut self,
+        frames: &'a mut FrameReader,
+        socket: &'a mut R,
+        clocks: &'a Clocks,
+    ) -> impl Future<Output = ReadEnd> + 'a {
+        async move {
+            loop {
+                let received = &self.core.counters().bytes_received;
+                let frame = match poll_fn(|cx| frames.poll_next(cx, socket, received)).await {
+                    Ok(frame) => frame,
+                    Err(error) => return read_error(error),
+                };
+                clocks.last_seen.set(Instant::now());
+                match self.on_frame(frame, clocks) {
+                    Ok(None) => {}
+                    Ok(Some(waiting)) => waiting.await,
+                    Err(end) => return end,
+                }
+                if self.limiter.strikes >= self.core.node().config.rate_limit_close_after {
+                    metrics::add(&self.core.counters().rate_limit_closes, 1);
+                    return violation(close_code::POLICY_VIOLATION, "publish rate limit exceeded")
+                        .into();
+                }
+                // Frames already in the read buffer cost no socket read, so nothing
+                // else would make this loop yield: without this, one publisher's
+                // burst could fan out thousands of messages before any writer runs.
+                tokio::task::coop::consume_budget().await;
             }
-            // Frames already in the read buffer cost no socket read, so nothing
-            // else would make this loop yield: without this, one publisher's
-            // burst could fan out thousands of messages before any writer runs.
-            tokio::task::coop::consume_budget().await;
         }
     }
 
-    async fn on_frame(&mut self, frame: Frame) -> Result<(), ReadEnd> {
+    /// One frame: answered at once, or with the work it started that has to
+    /// wait (see [`Waiting`]).
+    fn on_frame(&mut self, frame: Frame, clocks: &Clocks) -> Result<Option<Waiting<'_>>, ReadEnd> {
         let kind = match frame.opcode {
             OpCode::Binary => DataFrame::Binary,
             // A whole text message that is not UTF-8 is refused as such
@@ -346,7 +435,7 @@ impl Session {
                     );
                 }
                 self.member.outbound().pong(&frame.payload);
-                return Ok(());
+                return Ok(None);
             }
             OpCode::Pong => {
                 if frame.payload.len() > 125 {
@@ -354,24 +443,29 @@ impl Session {
                         violation(close_code::PROTOCOL_ERROR, "control frame too long").into(),
                     );
                 }
-                return Ok(());
+                return Ok(None);
             }
             OpCode::Close => return Err(close_frame(&frame.payload)),
         };
         match self.reassembly.frame(kind, frame.fin, frame.payload)? {
-            Some(message) => self.on_message(message.payload, message.text).await,
-            None => Ok(()),
+            Some(message) => self.on_message(message.payload, message.text, clocks),
+            None => Ok(None),
         }
     }
 
     /// One complete message: one envelope (or, in echo mode, the message
     /// to send back).
-    async fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), ReadEnd> {
+    fn on_message(
+        &mut self,
+        payload: Bytes,
+        text: bool,
+        clocks: &Clocks,
+    ) -> Result<Option<Waiting<'_>>, ReadEnd> {
         metrics::add(&self.core.counters().messages_received, 1);
         let outbound = self.member.outbound();
         if outbound.closing().is_some() {
             // We are closing: no new work.
-            return Ok(());
+            return Ok(None);
         }
         if self.mode == Mode::Echo {
             if text && std::str::from_utf8(&payload).is_err() {
@@ -379,7 +473,7 @@ impl Session {
             }
             let opcode = if text { Opcode::Text } else { Opcode::Binary };
             outbound.push(frame::data(opcode, &payload), Instant::now().into_std());
-            return Ok(());
+            return Ok(None);
         }
         let request = match self.codec.decode_request(&payload) {
             Ok(request) => request,
@@ -393,60 +487,51 @@ impl Session {
                 if let Some(reply) = error.reply() {
                     self.member.reply(reply);
                 }
-                return Ok(());
+                return Ok(None);
             }
         };
         let id = request.id;
-        // The rare operations (a subscribe, a query) are awaited in boxes of
-        // their own: inline, each would keep room in every connection's
-        // future for its whole life, idle or not.
-        match request.op {
+        let waiting: Option<Waiting<'_>> = match request.op {
             ClientOp::Subscribe {
                 room,
                 recover,
                 join_leave,
-            } => {
-                if self.permitted(id, Action::Subscribe, &room) {
-                    Box::pin(self.member.subscribe(id, room, recover, join_leave)).await;
-                }
-            }
-            ClientOp::Unsubscribe { room } => Box::pin(self.member.unsubscribe(id, room)).await,
+            } => self
+                .permitted(id, Action::Subscribe, &room)
+                .then(|| Box::pin(self.member.subscribe(id, room, recover, join_leave)) as _),
+            ClientOp::Unsubscribe { room } => Some(Box::pin(self.member.unsubscribe(id, room))),
             ClientOp::Publish {
                 room,
                 data,
                 idempotency_key,
             } => {
                 if self.permitted(id, Action::Publish, &room) && self.within_rate(id, data.len()) {
-                    self.member.publish(id, room, data, idempotency_key).await;
+                    self.member
+                        .publish(id, room, data, idempotency_key)
+                        .map(|wait| Box::pin(wait) as _)
+                } else {
+                    None
                 }
             }
-            ClientOp::History { room, query } => {
-                Box::pin(self.query(id, room, Query::History(query))).await
+            ClientOp::History { room, query } => self.query(id, room, Query::History(query)),
+            ClientOp::Presence { room } => self.query(id, room, Query::Presence),
+            ClientOp::PresenceStats { room } => self.query(id, room, Query::PresenceStats),
+            ClientOp::Refresh { token } => {
+                self.refresh(id, &token, &clocks.expiry);
+                None
             }
-            ClientOp::Presence { room } => Box::pin(self.query(id, room, Query::Presence)).await,
-            ClientOp::PresenceStats { room } => {
-                Box::pin(self.query(id, room, Query::PresenceStats)).await
-            }
-            ClientOp::Refresh { token } => self.refresh(id, &token),
-        }
-        if self.limiter.strikes >= self.core.node().config.rate_limit_close_after {
-            metrics::add(&self.core.counters().rate_limit_closes, 1);
-            return Err(
-                violation(close_code::POLICY_VIOLATION, "publish rate limit exceeded").into(),
-            );
-        }
-        Ok(())
+        };
+        Ok(waiting)
     }
 
     /// History needs the right to subscribe; presence its own right.
-    async fn query(&mut self, id: RequestId, room: RoomName, query: Query) {
+    fn query(&self, id: RequestId, room: RoomName, query: Query) -> Option<Waiting<'_>> {
         let action = match query {
             Query::History(_) => Action::Subscribe,
             Query::Presence | Query::PresenceStats => Action::Presence,
         };
-        if id.wants_reply() && self.permitted(id, action, &room) {
-            self.member.query(id, room, query).await;
-        }
+        (id.wants_reply() && self.permitted(id, action, &room))
+            .then(|| Box::pin(self.member.query(id, room, query)) as _)
     }
 
     /// Whether this connection may do `action` in `room`: its token grants
@@ -486,7 +571,7 @@ impl Session {
     /// A new token for the same user moves the connection's expiry.
     /// Refreshes count against the publish message rate: each costs a
     /// signature check.
-    fn refresh(&mut self, id: RequestId, token: &str) {
+    fn refresh(&mut self, id: RequestId, token: &str, expiry: &Cell<Option<Instant>>) {
         if !self.limiter.allow(0) {
             metrics::add(&self.core.counters().rate_limited_publishes, 1);
             return self.member.reply(Reply::error(
@@ -511,7 +596,7 @@ impl Session {
         });
         match fresh {
             Ok(fresh) => {
-                self.expiry.set(deadline_of(&fresh));
+                expiry.set(deadline_of(&fresh));
                 self.identity = fresh;
                 self.member.reply(Reply::ack(id, Offset(0)));
             }
