@@ -147,6 +147,14 @@ pub(crate) const DRIVER_BATCH: usize = 256;
 /// only bounds the memory of rooms nobody touches.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The bounds of the heartbeat's tick: how often a core walks its
+/// connections for due pings, unanswered pings and expired tokens (a
+/// quarter of the shorter of `ping_interval` and `pong_timeout`, within
+/// these). The upper bound is how late a deadline may be acted on with
+/// long intervals; the lower, how often a core walks them at most.
+pub(crate) const HEARTBEAT_TICK_MIN: Duration = Duration::from_millis(10);
+pub(crate) const HEARTBEAT_TICK_MAX: Duration = Duration::from_secs(1);
+
 /// Listen backlog of each core's socket: a burst of connects waits in the
 /// kernel instead of being refused.
 pub(crate) const LISTEN_BACKLOG: i32 = 4096;

@@ -173,6 +173,14 @@ impl Core {
         self.members.borrow_mut().remove(&conn);
     }
 
+    /// Calls `f` with the outbound queue of each of this core's members.
+    /// `f` must not register or deregister members.
+    pub(crate) fn for_each_outbound(&self, mut f: impl FnMut(&Outbound)) {
+        for entry in self.members.borrow().values() {
+            f(&entry.outbound);
+        }
+    }
+
     /// A token no other recovery on this core has.
     pub(crate) fn recovery_token(&self) -> RecoveryToken {
         let token = self.next_token.get();

@@ -74,6 +74,26 @@ pub(crate) struct Outbound {
     writer: Cell<Option<Waker>>,
     /// Where slow-consumer outcomes are counted, whatever frame caused them.
     stats: CoreStats,
+    liveness: Liveness,
+}
+
+/// What a connection's heartbeat knows of it: plain cells, read and moved
+/// by the core's one heartbeat task (`transport::session::heartbeat`) and
+/// by the connection's reader, with no timer of the connection's own. Kept
+/// beside the queue because the core reaches each of its connections
+/// through its queue, and the heartbeat acts by queueing (a ping, a close).
+#[derive(Default)]
+pub(crate) struct Liveness {
+    /// The peer sent something since the last ping.
+    pub(crate) heard: Cell<bool>,
+    /// When the outstanding ping was queued; none outstanding if `None`.
+    pub(crate) pinged: Cell<Option<tokio::time::Instant>>,
+    /// When to ping next; `None`: no heartbeat (a stream of server-sent
+    /// events keeps its own).
+    pub(crate) next_ping: Cell<Option<tokio::time::Instant>>,
+    /// When the connection's token expires (close 4001 then); a refresh
+    /// moves it.
+    pub(crate) expiry: Cell<Option<tokio::time::Instant>>,
 }
 
 impl Outbound {
@@ -89,7 +109,13 @@ impl Outbound {
             limits,
             writer: Cell::new(None),
             stats,
+            liveness: Liveness::default(),
         }
+    }
+
+    /// What the heartbeat knows of this connection.
+    pub(crate) fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
     fn wake(&self) {

@@ -260,6 +260,7 @@ impl CoreStart {
                 tokio::task::spawn_local(crate::admin::accept(admin, core.clone()));
             }
             tokio::task::spawn_local(core.clone().sweep());
+            tokio::task::spawn_local(crate::transport::session::heartbeat::keep(core.clone()));
             let _ = started.send(Ok(()));
             core.drive(inbox).await;
         });

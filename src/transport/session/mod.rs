@@ -8,11 +8,11 @@
 //! same task, the [`writer`] drains the member's outbound queue.
 
 mod frames;
+pub(crate) mod heartbeat;
 mod limiter;
 mod reassembly;
 mod writer;
 
-use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -45,7 +45,7 @@ use crate::router::Query;
 use frames::{Frame, FrameReader, OpCode, ReadError};
 use limiter::PublishLimiter;
 use reassembly::{violation, DataFrame, Reassembly, Violation};
-use writer::{write_loop, Clocks};
+use writer::write_loop;
 
 #[cfg(feature = "test-hooks")]
 pub(crate) use writer::write_all;
@@ -179,8 +179,6 @@ struct Connection<T> {
     session: Session,
     frames: FrameReader,
     transport: T,
-    /// Shared by both sides: the reader sets them, the writer acts on them.
-    clocks: Clocks,
     /// Held until the connection ends: they count it against the node's
     /// and its address's limits.
     slots: (ConnectionSlot, Option<IpSlot>),
@@ -225,10 +223,7 @@ impl<T: Transport> Connection<T> {
         metrics::add(&counters.connections_accepted, 1);
         metrics::add(&counters.bytes_received, early.len() as u64);
         let span = tracing::debug_span!("conn", conn_id = member.conn().0, core = core.id().0, %peer, %codec);
-        let clocks = Clocks {
-            last_seen: Cell::new(Instant::now()),
-            expiry: Cell::new(deadline_of(&identity)),
-        };
+        heartbeat::start(member.outbound().liveness(), limits, deadline_of(&identity));
         let session = Session {
             codec,
             member,
@@ -246,7 +241,6 @@ impl<T: Transport> Connection<T> {
             session,
             frames,
             transport,
-            clocks,
             slots: (slot, ip_slot),
         };
         (connection, span)
@@ -281,14 +275,10 @@ impl<T: Transport> Connection<T> {
         let mut writer = pin!(write_loop(
             &mut write_half,
             &outbound,
-            &self.clocks,
             core.node(),
             counters
         ));
-        let mut reader =
-            pin!(self
-                .session
-                .read_loop(&mut self.frames, &mut read_half, &self.clocks));
+        let mut reader = pin!(self.session.read_loop(&mut self.frames, &mut read_half));
         let end = tokio::select! {
             end = &mut reader => Some(end),
             () = &mut writer => {
@@ -388,7 +378,6 @@ impl Session {
         &'a mut self,
         frames: &'a mut FrameReader,
         socket: &'a mut R,
-        clocks: &'a Clocks,
     ) -> impl Future<Output = ReadEnd> + 'a {
         async move {
             loop {
@@ -397,8 +386,8 @@ impl Session {
                     Ok(frame) => frame,
                     Err(error) => return read_error(error),
                 };
-                clocks.last_seen.set(Instant::now());
-                match self.on_frame(frame, clocks) {
+                self.member.outbound().liveness().heard.set(true);
+                match self.on_frame(frame) {
                     Ok(None) => {}
                     Ok(Some(waiting)) => waiting.await,
                     Err(end) => return end,
@@ -418,7 +407,7 @@ impl Session {
 
     /// One frame: answered at once, or with the work it started that has to
     /// wait (see [`Waiting`]).
-    fn on_frame(&mut self, frame: Frame, clocks: &Clocks) -> Result<Option<Waiting<'_>>, ReadEnd> {
+    fn on_frame(&mut self, frame: Frame) -> Result<Option<Waiting<'_>>, ReadEnd> {
         let kind = match frame.opcode {
             OpCode::Binary => DataFrame::Binary,
             // A whole text message that is not UTF-8 is refused as such
@@ -448,19 +437,14 @@ impl Session {
             OpCode::Close => return Err(close_frame(&frame.payload)),
         };
         match self.reassembly.frame(kind, frame.fin, frame.payload)? {
-            Some(message) => self.on_message(message.payload, message.text, clocks),
+            Some(message) => self.on_message(message.payload, message.text),
             None => Ok(None),
         }
     }
 
     /// One complete message: one envelope (or, in echo mode, the message
     /// to send back).
-    fn on_message(
-        &mut self,
-        payload: Bytes,
-        text: bool,
-        clocks: &Clocks,
-    ) -> Result<Option<Waiting<'_>>, ReadEnd> {
+    fn on_message(&mut self, payload: Bytes, text: bool) -> Result<Option<Waiting<'_>>, ReadEnd> {
         metrics::add(&self.core.counters().messages_received, 1);
         let outbound = self.member.outbound();
         if outbound.closing().is_some() {
@@ -517,7 +501,7 @@ impl Session {
             ClientOp::Presence { room } => self.query(id, room, Query::Presence),
             ClientOp::PresenceStats { room } => self.query(id, room, Query::PresenceStats),
             ClientOp::Refresh { token } => {
-                self.refresh(id, &token, &clocks.expiry);
+                self.refresh(id, &token);
                 None
             }
         };
@@ -571,7 +555,7 @@ impl Session {
     /// A new token for the same user moves the connection's expiry.
     /// Refreshes count against the publish message rate: each costs a
     /// signature check.
-    fn refresh(&mut self, id: RequestId, token: &str, expiry: &Cell<Option<Instant>>) {
+    fn refresh(&mut self, id: RequestId, token: &str) {
         if !self.limiter.allow(0) {
             metrics::add(&self.core.counters().rate_limited_publishes, 1);
             return self.member.reply(Reply::error(
@@ -596,7 +580,11 @@ impl Session {
         });
         match fresh {
             Ok(fresh) => {
-                expiry.set(deadline_of(&fresh));
+                self.member
+                    .outbound()
+                    .liveness()
+                    .expiry
+                    .set(deadline_of(&fresh));
                 self.identity = fresh;
                 self.member.reply(Reply::ack(id, Offset(0)));
             }

@@ -1,102 +1,40 @@
 //! The writer half of a connection: drains the member's outbound queue into
-//! the socket in vectored writes, and keeps the heartbeat and the token's
-//! deadline with one timer. It never waits on the reader: a slow socket
-//! write never stops reads, and a publisher waiting for queue room never
-//! stops writes.
+//! the socket in vectored writes. It never waits on the reader: a slow
+//! socket write never stops reads, and a publisher waiting for queue room
+//! never stops writes.
 
-use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::timeout;
 
-use crate::limits::{close_code, WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES};
+use crate::limits::{WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES};
 use crate::metrics::{self, CoreCounters};
 use crate::node::Node;
 use crate::protocol::frame;
-use crate::router::outbound::{Closing, LocalFrame, Outbound};
+use crate::router::outbound::{LocalFrame, Outbound};
 
-/// What the writer watches besides its queue, set by the reader.
-pub(super) struct Clocks {
-    /// When the peer last sent anything: the heartbeat's proof of life.
-    pub(super) last_seen: Cell<Instant>,
-    /// When the connection's token expires (4001 then); a refresh moves it.
-    pub(super) expiry: Cell<Option<Instant>>,
-}
-
-/// Drains the outbound queue into the socket and keeps the heartbeat, until
-/// a close has been written or the socket fails. (Not an `async fn`, which
-/// would keep its arguments twice: see `Connection::run`.)
+/// Drains the outbound queue into the socket until a close has been
+/// written or the socket fails. (Not an `async fn`, which would keep its
+/// arguments twice: see `Connection::run`.) It keeps no timer: pings and
+/// the closes for a missed pong or an expired token are queued by the
+/// core's heartbeat (`heartbeat`).
 #[allow(clippy::manual_async_fn)]
 pub(super) fn write_loop<'a, W: AsyncWrite + Unpin>(
     socket: &'a mut W,
     outbound: &'a Outbound,
-    clocks: &'a Clocks,
     node: &'a Node,
     counters: &'a CoreCounters,
 ) -> impl Future<Output = ()> + 'a {
     async move {
-        let Clocks { last_seen, expiry } = clocks;
         let limits = &node.limits;
         // Grows on first use: an idle connection keeps no batch.
         let mut batch: Vec<LocalFrame> = Vec::new();
-        let mut next_ping = Instant::now() + limits.ping_interval;
-        let mut ping_sent: Option<Instant> = None;
-        // One timer for the connection's life, moved only when its deadline
-        // changes: re-arming a timer per write cost more than the write's bookkeeping.
-        let mut heartbeat = pin!(sleep_until(next_ping));
         loop {
-            // One ping outstanding at a time: the next is sent once it is answered
-            // (or the connection is closed for not answering).
-            let beat_at = match ping_sent {
-                Some(sent) => sent + limits.pong_timeout,
-                None => next_ping,
-            };
-            // The same timer also ends the connection when its token expires.
-            let wake_at = expiry.get().map_or(beat_at, |at| at.min(beat_at));
-            if heartbeat.deadline() != wake_at {
-                heartbeat.as_mut().reset(wake_at);
-            }
-            tokio::select! {
-                biased;
-                () = poll_fn(|cx| outbound.poll_work(cx)) => {}
-                () = &mut heartbeat => {
-                    let now = Instant::now();
-                    if expiry.get().is_some_and(|at| at <= now) {
-                        metrics::add(&counters.token_expirations, 1);
-                        expiry.set(None);
-                        outbound.close(Closing {
-                            code: close_code::TOKEN_EXPIRED,
-                            reason: "token expired",
-                            flush: false,
-                        });
-                        continue;
-                    }
-                    if now < beat_at {
-                        continue;
-                    }
-                    match ping_sent.take() {
-                        Some(sent) if last_seen.get() < sent => {
-                            metrics::add(&counters.heartbeat_timeouts, 1);
-                            outbound.close(Closing {
-                                code: close_code::HEARTBEAT_TIMEOUT,
-                                reason: "heartbeat timeout",
-                                flush: false,
-                            });
-                        }
-                        Some(_) => {}
-                        None => {
-                            outbound.ping(b"");
-                            ping_sent = Some(now);
-                            next_ping = now + limits.ping_interval;
-                        }
-                    }
-                    continue;
-                }
-            }
+            poll_fn(|cx| outbound.poll_work(cx)).await;
             let data_bytes = outbound.take(&mut batch, WRITE_BATCH_FRAMES, WRITE_BATCH_BYTES);
             if !batch.is_empty() {
                 // A write keeps no future of its own, only where it stands.
