@@ -138,6 +138,9 @@ def main(path):
     target("latency p99 (µs), roomcast", f"< Bun's ({fmt(p99_bn)}) and < 1,000", p99_rc,
            p99_rc is not None and p99_bn is not None and p99_rc < p99_bn and p99_rc < 1000, lossless(l_rc) if l_rc else False)
     c_rc, c_bn = rc("connections"), bn("connections")
+    target("RSS per idle connection (bytes), roomcast", "≤ 2 KiB (2,048; issue 11's target)",
+           c_rc.get("server_rss_per_connection_bytes"),
+           (c_rc.get("server_rss_per_connection_bytes") or 1e18) <= 2048)
     target("RSS per idle connection (bytes), roomcast", f"≤ Bun's ({fmt(c_bn.get('server_rss_per_connection_bytes'))})",
            c_rc.get("server_rss_per_connection_bytes"),
            (c_rc.get("server_rss_per_connection_bytes") or 1e18) <= (c_bn.get("server_rss_per_connection_bytes") or 0))
