@@ -100,16 +100,16 @@ pub(crate) fn start(
     admitted: Admitted,
     mode: Mode,
 ) {
+    let link = Link {
+        codec,
+        core,
+        peer,
+        admitted,
+        mode,
+    };
     let upgraded = ws.into_inner().into_inner();
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let link = Link {
-                codec,
-                core,
-                peer,
-                admitted,
-                mode,
-            };
             spawn(Connection::new(parts.io.into_inner(), parts.read_buf, link));
             return;
         }
@@ -117,13 +117,6 @@ pub(crate) fn start(
     };
     match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
         Ok(parts) => {
-            let link = Link {
-                codec,
-                core,
-                peer,
-                admitted,
-                mode,
-            };
             let halves = tokio::io::split(parts.io.into_inner());
             spawn(Connection::new(halves, parts.read_buf, link));
         }
