@@ -27,7 +27,7 @@ use crate::protocol::{frame, Outcome, Reply, RequestId, RoomName, StreamPosition
 use super::home::{Begun, Home, Outbox, Step};
 use super::member::{self, Membership};
 use super::message::{Event, FromHome, MemberAction, PublishMsg, ToHome};
-use super::outbound::{Closing, Outbound};
+use super::outbound::{Closing, Outbound, QueueRules};
 use super::postbox::{Inbox, InboxDepths, Mailbox, Postbox};
 use super::shard::{LocalInterest, Shard, SubscribeStep, Subscriber};
 use super::waiters::Waiters;
@@ -57,6 +57,8 @@ pub(crate) struct Core {
     engine_failed: Cell<bool>,
     postbox: Postbox,
     members: RefCell<HashMap<ConnId, MemberEntry>>,
+    /// What every member's outbound queue applies, shared by them all.
+    queue_rules: Rc<QueueRules>,
     waiters: Waiters,
     /// Tasks waiting for every core's count of the connections a
     /// [`ToHome::Members`] touched (the HTTP API's disconnect and unsubscribe).
@@ -91,6 +93,10 @@ impl Core {
         engine: Box<dyn Engine>,
     ) -> Core {
         let stats = CoreStats::new(node.stats.clone(), id.0);
+        let queue_rules = Rc::new(QueueRules {
+            limits: node.limits.outbound,
+            stats: stats.clone(),
+        });
         Core {
             id,
             shard: RefCell::new(Shard::default()),
@@ -106,6 +112,7 @@ impl Core {
             engine_failed: Cell::new(false),
             postbox: Postbox::new(id, mailboxes),
             members: RefCell::new(HashMap::default()),
+            queue_rules,
             waiters: Waiters::default(),
             tallies: Waiters::default(),
             scratch: RefCell::new(Vec::new()),
@@ -158,8 +165,7 @@ impl Core {
     ) -> (ConnId, Rc<Outbound>) {
         let conn = ConnId(self.next_conn.get());
         self.next_conn.set(conn.0 + 1);
-        let stats = CoreStats::new(self.node.stats.clone(), self.id.0);
-        let outbound = Rc::new(Outbound::new(self.node.limits.outbound, stats));
+        let outbound = Rc::new(Outbound::under(self.queue_rules.clone()));
         let entry = MemberEntry {
             format,
             outbound: outbound.clone(),

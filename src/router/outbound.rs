@@ -70,11 +70,17 @@ struct State {
 /// A connection's outbound queue and the writer's wake-up.
 pub(crate) struct Outbound {
     state: RefCell<State>,
-    limits: OutboundLimits,
+    rules: Rc<QueueRules>,
     writer: Cell<Option<Waker>>,
-    /// Where slow-consumer outcomes are counted, whatever frame caused them.
-    stats: CoreStats,
     liveness: Liveness,
+}
+
+/// What every outbound queue of a core applies, shared by them all (one
+/// copy per core, not one per connection: an idle connection's memory).
+pub(crate) struct QueueRules {
+    pub(crate) limits: OutboundLimits,
+    /// Where slow-consumer outcomes are counted, whatever frame caused them.
+    pub(crate) stats: CoreStats,
 }
 
 /// What a connection's heartbeat knows of it: plain cells, read and moved
@@ -86,18 +92,26 @@ pub(crate) struct Outbound {
 pub(crate) struct Liveness {
     /// The peer sent something since the last ping.
     pub(crate) heard: Cell<bool>,
-    /// When the outstanding ping was queued; none outstanding if `None`.
-    pub(crate) pinged: Cell<Option<tokio::time::Instant>>,
-    /// When to ping next; `None`: no heartbeat (a stream of server-sent
-    /// events keeps its own).
-    pub(crate) next_ping: Cell<Option<tokio::time::Instant>>,
+    /// A ping is outstanding: `next` is when its answer is due.
+    pub(crate) awaiting: Cell<bool>,
+    /// When the heartbeat next acts: the next ping, or the deadline of the
+    /// outstanding one's answer. `None`: no heartbeat (a stream of
+    /// server-sent events keeps its own).
+    pub(crate) next: Cell<Option<tokio::time::Instant>>,
     /// When the connection's token expires (close 4001 then); a refresh
     /// moves it.
     pub(crate) expiry: Cell<Option<tokio::time::Instant>>,
 }
 
 impl Outbound {
+    /// A queue with rules of its own (tests, benchmarks); a core shares one
+    /// [`QueueRules`] among its queues with [`Outbound::under`].
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn new(limits: OutboundLimits, stats: CoreStats) -> Outbound {
+        Outbound::under(Rc::new(QueueRules { limits, stats }))
+    }
+
+    pub(crate) fn under(rules: Rc<QueueRules>) -> Outbound {
         Outbound {
             state: RefCell::new(State {
                 frames: VecDeque::new(),
@@ -106,9 +120,8 @@ impl Outbound {
                 ping: None,
                 closing: None,
             }),
-            limits,
+            rules,
             writer: Cell::new(None),
-            stats,
             liveness: Liveness::default(),
         }
     }
@@ -141,7 +154,7 @@ impl Outbound {
         if state.closing.is_some() {
             return Pushed::Refused;
         }
-        let limits = &self.limits;
+        let limits = &self.rules.limits;
         let over = |s: &State, extra: usize| {
             s.bytes + extra > limits.max_bytes
                 || s.frames.len() >= limits.max_messages
@@ -164,7 +177,10 @@ impl Outbound {
                 }
             }
             if dropped > 0 {
-                metrics::add(&self.stats.counters().slow_consumer_dropped, dropped as u64);
+                metrics::add(
+                    &self.rules.stats.counters().slow_consumer_dropped,
+                    dropped as u64,
+                );
             }
             // Still over with frames queued: only replies are left, and they
             // may not be dropped. (With nothing queued, the bytes over the
@@ -173,7 +189,7 @@ impl Outbound {
             if over(&state, frame.len())
                 && (limits.policy == SlowConsumerPolicy::Close || only_replies_left)
             {
-                metrics::add(&self.stats.counters().slow_consumer_closes, 1);
+                metrics::add(&self.rules.stats.counters().slow_consumer_closes, 1);
                 state.bytes -= state.frames.drain(..).map(|q| q.frame.len()).sum::<usize>();
                 state.closing = Some(Closing {
                     code: close_code::TRY_AGAIN_LATER,

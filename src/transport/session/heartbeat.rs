@@ -49,8 +49,9 @@ fn tick(limits: &Limits) -> Duration {
 /// first ping is due after `ping_interval`.
 pub(super) fn start(liveness: &Liveness, limits: &Limits, expiry: Option<Instant>) {
     liveness.heard.set(true);
+    liveness.awaiting.set(false);
     liveness
-        .next_ping
+        .next
         .set(Some(Instant::now() + limits.ping_interval));
     liveness.expiry.set(expiry);
 }
@@ -68,16 +69,16 @@ fn beat(outbound: &Outbound, now: Instant, limits: &Limits, counters: &CoreCount
         });
         return;
     }
-    let Some(next_ping) = liveness.next_ping.get() else {
+    let Some(mut next) = liveness.next.get() else {
         return;
     };
-    if let Some(pinged) = liveness.pinged.get() {
-        if now < pinged + limits.pong_timeout {
-            return;
-        }
+    if now < next {
+        return;
+    }
+    if liveness.awaiting.get() {
         if !liveness.heard.get() {
             metrics::add(&counters.heartbeat_timeouts, 1);
-            liveness.next_ping.set(None);
+            liveness.next.set(None);
             outbound.close(Closing {
                 code: close_code::HEARTBEAT_TIMEOUT,
                 reason: "heartbeat timeout",
@@ -85,16 +86,21 @@ fn beat(outbound: &Outbound, now: Instant, limits: &Limits, counters: &CoreCount
             });
             return;
         }
-        liveness.pinged.set(None);
+        // Answered: the next ping is due `ping_interval` after this one.
+        let pinged = next - limits.pong_timeout;
+        next = pinged + limits.ping_interval;
+        liveness.awaiting.set(false);
+        liveness.next.set(Some(next));
+        if now < next {
+            return;
+        }
     }
-    if now >= next_ping {
-        // One ping outstanding at a time: the next is sent once this one is
-        // answered (or the connection is closed for not answering).
-        outbound.ping(b"");
-        liveness.heard.set(false);
-        liveness.pinged.set(Some(now));
-        liveness.next_ping.set(Some(now + limits.ping_interval));
-    }
+    // One ping outstanding at a time: the next is sent once this one is
+    // answered (or the connection is closed for not answering).
+    outbound.ping(b"");
+    liveness.heard.set(false);
+    liveness.awaiting.set(true);
+    liveness.next.set(Some(now + limits.pong_timeout));
 }
 
 #[cfg(test)]
