@@ -2,8 +2,9 @@
 //! subscribed to a room), hold them, and measure what they cost the server.
 //!
 //! Past `--per-source-ip` connections, each further block binds its sockets
-//! to the next 127.0.0.x source address, so the ephemeral ports of one
-//! source address do not run out. The generator's own open-file limit (its
+//! to the next 127.0.0.x source address, so that the ephemeral ports of one
+//! source address neither run out nor get so full that the kernel's search
+//! for a free one becomes the ceiling of the connect rate. The generator's own open-file limit (its
 //! soft limit is raised to the hard one) stops it first on most machines:
 //! the run then reports how many connections it got and why the rest failed.
 
