@@ -260,11 +260,11 @@ impl Claims {
         Ok(Identity {
             user,
             roles,
-            grants: Grants::Patterns {
+            grants: Grants::Patterns(Box::new(Patterns {
                 subscribe: globs(rooms.sub),
                 publish: globs(rooms.publish),
                 presence: globs(rooms.presence),
-            },
+            })),
             expires_at: Some(UNIX_EPOCH + Duration::from_secs(exp) + leeway),
         })
     }
@@ -305,31 +305,34 @@ impl Action {
     }
 }
 
-/// Which rooms a connection may act on.
+/// Which rooms a connection may act on. The patterns are boxed: every
+/// connection keeps its grants for its life, in its task's future, and
+/// unboxed they made every one 64 bytes larger, whether authentication is
+/// on or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Grants {
     /// Authentication is off: every room, every action.
     All,
     /// Per action, the room patterns allowed.
-    Patterns {
-        subscribe: Vec<Glob>,
-        publish: Vec<Glob>,
-        presence: Vec<Glob>,
-    },
+    Patterns(Box<Patterns>),
+}
+
+/// The room patterns a token allows, per action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Patterns {
+    subscribe: Vec<Glob>,
+    publish: Vec<Glob>,
+    presence: Vec<Glob>,
 }
 
 impl Grants {
     pub(crate) fn allows(&self, action: Action, room: &str) -> bool {
         let patterns = match self {
             Grants::All => return true,
-            Grants::Patterns {
-                subscribe,
-                publish,
-                presence,
-            } => match action {
-                Action::Subscribe => subscribe,
-                Action::Publish => publish,
-                Action::Presence => presence,
+            Grants::Patterns(patterns) => match action {
+                Action::Subscribe => &patterns.subscribe,
+                Action::Publish => &patterns.publish,
+                Action::Presence => &patterns.presence,
             },
         };
         patterns.iter().any(|p| p.matches(room))
@@ -365,11 +368,11 @@ impl Identity {
         Identity {
             user: String::new(),
             roles: Vec::new(),
-            grants: Grants::Patterns {
+            grants: Grants::Patterns(Box::new(Patterns {
                 subscribe: rooms.to_vec(),
                 publish: Vec::new(),
                 presence: rooms.to_vec(),
-            },
+            })),
             expires_at: None,
         }
     }

@@ -90,6 +90,11 @@ impl Member {
     }
 
     /// The queue the member's transport drains.
+    /// The core this member belongs to.
+    pub(crate) fn core(&self) -> &Rc<Core> {
+        &self.core
+    }
+
     pub(crate) fn outbound(&self) -> &Rc<Outbound> {
         &self.outbound
     }

@@ -228,7 +228,6 @@ impl<T: Transport> Connection<T> {
             mode,
             limiter: PublishLimiter::new(&node.config),
             identity,
-            core,
         };
         let connection = Connection {
             session,
@@ -248,7 +247,7 @@ impl<T: Transport> Connection<T> {
     fn run(mut self) -> impl Future<Output = ()> {
         async move {
             tracing::debug!("connected");
-            let core = self.session.core.clone();
+            let core = self.session.member.core().clone();
             self.both_sides(&core).await;
             // The member leaves its rooms as it goes.
             drop(self.session);
@@ -322,7 +321,6 @@ type Waiting<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 /// The read side of a connection.
 struct Session {
     codec: Codec,
-    core: Rc<Core>,
     member: Member,
     reassembly: Reassembly,
     mode: Mode,
@@ -374,7 +372,7 @@ impl Session {
     ) -> impl Future<Output = ReadEnd> + 'a {
         async move {
             loop {
-                let received = &self.core.counters().bytes_received;
+                let received = &self.member.core().counters().bytes_received;
                 let frame = match poll_fn(|cx| frames.poll_next(cx, socket, received)).await {
                     Ok(frame) => frame,
                     Err(error) => return read_error(error),
@@ -385,8 +383,8 @@ impl Session {
                     Ok(Some(waiting)) => waiting.await,
                     Err(end) => return end,
                 }
-                if self.limiter.strikes >= self.core.node().config.rate_limit_close_after {
-                    metrics::add(&self.core.counters().rate_limit_closes, 1);
+                if self.limiter.strikes >= self.member.core().node().config.rate_limit_close_after {
+                    metrics::add(&self.member.core().counters().rate_limit_closes, 1);
                     return violation(close_code::POLICY_VIOLATION, "publish rate limit exceeded")
                         .into();
                 }
@@ -438,7 +436,7 @@ impl Session {
     /// One complete message: one envelope (or, in echo mode, the message
     /// to send back).
     fn on_message(&mut self, payload: Bytes, text: bool) -> Result<Option<Waiting<'_>>, ReadEnd> {
-        metrics::add(&self.core.counters().messages_received, 1);
+        metrics::add(&self.member.core().counters().messages_received, 1);
         let outbound = self.member.outbound();
         if outbound.closing().is_some() {
             // We are closing: no new work.
@@ -516,11 +514,12 @@ impl Session {
     /// A refusal is answered with error 107 here.
     fn permitted(&self, id: RequestId, action: Action, room: &RoomName) -> bool {
         let allowed = self
-            .core
+            .member
+            .core()
             .node()
             .permits(&self.identity, action, room.as_str());
         if !allowed {
-            metrics::add(&self.core.counters().permission_denials, 1);
+            metrics::add(&self.member.core().counters().permission_denials, 1);
             self.member.reply(Reply::error(
                 id,
                 ErrorCode::PermissionDenied,
@@ -536,7 +535,7 @@ impl Session {
         if self.limiter.allow(len) {
             return true;
         }
-        metrics::add(&self.core.counters().rate_limited_publishes, 1);
+        metrics::add(&self.member.core().counters().rate_limited_publishes, 1);
         self.member.reply(Reply::error(
             id,
             ErrorCode::RateLimited,
@@ -550,14 +549,14 @@ impl Session {
     /// signature check.
     fn refresh(&mut self, id: RequestId, token: &str) {
         if !self.limiter.allow(0) {
-            metrics::add(&self.core.counters().rate_limited_publishes, 1);
+            metrics::add(&self.member.core().counters().rate_limited_publishes, 1);
             return self.member.reply(Reply::error(
                 id,
                 ErrorCode::RateLimited,
                 "refresh rate limit exceeded; slow down",
             ));
         }
-        let Some(verifier) = &self.core.node().verifier else {
+        let Some(verifier) = &self.member.core().node().verifier else {
             return self.member.reply(Reply::error(
                 id,
                 ErrorCode::NotEnabled,
