@@ -89,12 +89,12 @@ impl Member {
         self.conn
     }
 
-    /// The queue the member's transport drains.
     /// The core this member belongs to.
     pub(crate) fn core(&self) -> &Rc<Core> {
         &self.core
     }
 
+    /// The queue the member's transport drains.
     pub(crate) fn outbound(&self) -> &Rc<Outbound> {
         &self.outbound
     }
