@@ -155,6 +155,11 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const HEARTBEAT_TICK_MIN: Duration = Duration::from_millis(10);
 pub(crate) const HEARTBEAT_TICK_MAX: Duration = Duration::from_secs(1);
 
+/// How often each core hands the memory it has freed back to the system
+/// (`runtime::memory`): after a burst of handshakes, an idle core would
+/// otherwise keep it.
+pub(crate) const MEMORY_RETURN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Listen backlog of each core's socket: a burst of connects waits in the
 /// kernel instead of being refused.
 pub(crate) const LISTEN_BACKLOG: i32 = 4096;

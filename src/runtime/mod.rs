@@ -24,6 +24,8 @@ use crate::router::postbox::{self, Inbox, Mailbox};
 use crate::router::CoreId;
 use crate::transport::listener;
 
+mod memory;
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -261,6 +263,7 @@ impl CoreStart {
             }
             tokio::task::spawn_local(core.clone().sweep());
             tokio::task::spawn_local(crate::transport::session::heartbeat::keep(core.clone()));
+            tokio::task::spawn_local(memory::return_freed());
             let _ = started.send(Ok(()));
             core.drive(inbox).await;
         });
