@@ -3,11 +3,16 @@
 # pinned to one core and the load generator to another, then a table in
 # BENCHMARKS.md with the date, the machine, the commands and the raw JSON.
 #
-#   loadtest/race.sh                 # every server, every scenario (~8 min)
-#   SERVERS="roomcast bun" SCENARIOS="fanout" DURATION=5s loadtest/race.sh
+#   loadtest/race.sh                 # every server, every scenario, 3 rounds (~25 min)
+#   SERVERS="roomcast bun" SCENARIOS="fanout" DURATION=5s ROUNDS=1 loadtest/race.sh
+#
+# One machine's run-to-run noise is larger than some of the differences
+# measured, so the race runs ROUNDS rounds and the report shows medians.
+# In each round every server runs a scenario before the next scenario
+# starts, so the servers of one table row ran minutes apart at most.
 #
 # Environment: SERVERS (roomcast bun node-ws limit socketio), SCENARIOS
-# (fanout rooms latency connections), DURATION (10s), SERVER_CPU (0),
+# (fanout rooms latency connections), ROUNDS (3), DURATION (10s), SERVER_CPU (0),
 # LOAD_CPU (1), CONNECTIONS (19000: both processes stay under a 20,000
 # open-file limit), OUT (loadtest/results/race-<date>.jsonl),
 # REPORT (BENCHMARKS.md; empty: do not write it).
@@ -17,6 +22,7 @@ cd "$repo"
 
 SERVERS=${SERVERS:-"roomcast bun node-ws limit socketio"}
 SCENARIOS=${SCENARIOS:-"fanout rooms latency connections"}
+ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -53,41 +59,44 @@ start_server() {
     return 1
 }
 
-# Appends one JSON line: the generator's result plus server, scenario, command.
+# Appends one JSON line: the generator's result plus server, scenario,
+# round, command.
 record() {
     local server=$1 scenario=$2 command=$3 json=$4
-    python3 - "$server" "$scenario" "$command" "$json" >>"$OUT" <<'PY'
+    python3 - "$server" "$scenario" "$round" "$command" "$json" >>"$OUT" <<'PY'
 import json, sys
-server, scenario, command, raw = sys.argv[1:]
+server, scenario, round_, command, raw = sys.argv[1:]
 try:
     result = json.loads(raw)
 except ValueError:
     result = {"error": raw[-500:]}
-result.update({"server": server, "race_scenario": scenario, "command": command})
+result.update({"server": server, "race_scenario": scenario, "round": int(round_), "command": command})
 print(json.dumps(result))
 PY
 }
 
-for server in $SERVERS; do
+for round in $(seq "$ROUNDS"); do
     for scenario in $SCENARIOS; do
-        if [[ $server == socketio ]]; then
-            # Socket.IO speaks its own protocol: its own driver, fan-out only.
-            [[ $scenario == fanout ]] || continue
-            start_server socketio
-            command="taskset -c $LOAD_CPU node loadtest/peers/socketio/load.js --url http://127.0.0.1:${port[socketio]} --subs 1000 --payload 128 --duration ${DURATION%s}"
-            echo "==> socketio fanout: $command"
-            json=$(eval "$command" 2>/dev/null | tail -n 1) || json='{"error":"driver failed"}'
-            record socketio fanout "$command" "$json"
+        for server in $SERVERS; do
+            if [[ $server == socketio ]]; then
+                # Socket.IO speaks its own protocol: its own driver, fan-out only.
+                [[ $scenario == fanout ]] || continue
+                start_server socketio
+                command="taskset -c $LOAD_CPU node loadtest/peers/socketio/load.js --url http://127.0.0.1:${port[socketio]} --subs 1000 --payload 128 --duration ${DURATION%s}"
+                echo "==> round $round socketio fanout: $command"
+                json=$(eval "$command" 2>/dev/null | tail -n 1) || json='{"error":"driver failed"}'
+                record socketio fanout "$command" "$json"
+                stop_server
+                continue
+            fi
+            start_server "$server"
+            command="taskset -c $LOAD_CPU $load $(scenario_args "$scenario") --addr 127.0.0.1:${port[$server]} --server-pid $server_pid"
+            echo "==> round $round $server $scenario: $command"
+            json=$($command 2>/dev/null | tail -n 1) || json='{"error":"generator failed"}'
+            record "$server" "$scenario" "$command" "$json"
             stop_server
-            continue
-        fi
-        start_server "$server"
-        command="taskset -c $LOAD_CPU $load $(scenario_args "$scenario") --addr 127.0.0.1:${port[$server]} --server-pid $server_pid"
-        echo "==> $server $scenario: $command"
-        json=$($command 2>/dev/null | tail -n 1) || json='{"error":"generator failed"}'
-        record "$server" "$scenario" "$command" "$json"
-        stop_server
-        sleep 1
+            sleep 1
+        done
     done
 done
 

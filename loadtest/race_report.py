@@ -52,11 +52,55 @@ def run_time(path):
     return subprocess.run(['date', '-u', '+%Y-%m-%d %H:%M UTC'], capture_output=True, text=True).stdout.strip()
 
 
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+# The figures the report shows; a race of several rounds shows the median
+# of each over the rounds.
+FIGURES = ("deliveries_per_s", "server_cpu_s_per_million_deliveries", "server_rss_per_connection_bytes",
+           "connects_per_s", "server_cpu_seconds", "connections_open", "connections_requested",
+           "generator_cpu_util")
+PERCENTILES = ("p50", "p99", "p999")
+
+
+def merge_rounds(runs):
+    """One server's runs of one scenario as one row: the median of each
+    figure, lossless only if every run was, the generator saturated if it
+    was in any run, and `rounds` = how many runs there were. A single run
+    is returned as it is."""
+    if len(runs) == 1:
+        return dict(runs[0], rounds=1)
+    merged = {"server": runs[0]["server"], "race_scenario": runs[0]["race_scenario"], "rounds": len(runs)}
+    for key in FIGURES:
+        merged[key] = median(r.get(key) for r in runs)
+    latencies = [r.get("latency_us") or {} for r in runs]
+    if any(latencies):
+        merged["latency_us"] = {p: median(l.get(p) for l in latencies) for p in PERCENTILES}
+    for key in ("latency_ms_p50", "latency_ms_p99"):
+        if any(key in r for r in runs):
+            merged[key] = median(r.get(key) for r in runs)
+    merged["lossless"] = all(lossless(r) for r in runs)
+    merged["generator_saturated"] = any(r.get("generator_saturated") for r in runs)
+    errors = {}
+    for r in runs:
+        for error, n in (r.get("connect_errors") or {}).items():
+            errors[error] = errors.get(error, 0) + n
+    merged["connect_errors"] = errors
+    return merged
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    by = {}
+    runs = {}
     for r in rows:
-        by[(r["server"], r["race_scenario"])] = r
+        runs.setdefault((r["server"], r["race_scenario"]), []).append(r)
+    by = {key: merge_rounds(group) for key, group in runs.items()}
+    rounds = max((row["rounds"] for row in by.values()), default=1)
     servers = []
     for r in rows:
         if r["server"] not in servers:
@@ -69,6 +113,9 @@ def main(path):
       f"on {machine()}: a shared, noisy machine; compare ratios within this one run, not with other runs.")
     w("Server pinned to core 0 and generator to core 1 (`taskset`); servers run one core "
       "(roomcast `--workers 1`). Produced by `loadtest/race.sh`; raw JSON at the end.")
+    if rounds > 1:
+        w(f"Every figure is the median of {rounds} rounds (in each round, every server runs a scenario "
+          "before the next scenario starts); a server's scenario counts as lossless only if all its rounds were.")
     w("")
     w("Columns: **deliveries/s** = deliveries that arrived in the measured window; **CPU µs/delivery** = "
       "server CPU-seconds per million deliveries (the fair comparison when the generator is the ceiling); "

@@ -182,6 +182,9 @@ run cargo test --workspace --doc
 # The client libraries against the binary the tests above built (each
 # script installs its own packages: pip for Python, npm ci and Debian's
 # chromium for the TypeScript client's browser tests).
+step "Testing the race report (loadtest/race_report.py)"
+run python3 -m unittest discover -s loadtest -p 'test_*.py'
+
 step "Testing the Python client (clients/python)"
 run env ROOMCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/roomcast" clients/python/test.sh
 

@@ -1,0 +1,81 @@
+"""The race report's medians: what a reader of BENCHMARKS.md is shown when
+a race ran several rounds (python3 -m unittest discover -s loadtest)."""
+import io
+import json
+import os
+import tempfile
+import unittest
+from contextlib import redirect_stdout
+
+import race_report
+
+
+def run(server, scenario, round_, **figures):
+    row = {"server": server, "race_scenario": scenario, "round": round_, "lossless": True}
+    row.update(figures)
+    return row
+
+
+class MergingRounds(unittest.TestCase):
+    def test_each_figure_is_the_median_of_the_rounds(self):
+        merged = race_report.merge_rounds([
+            run("roomcast", "fanout", 1, deliveries_per_s=5.0e6, server_cpu_s_per_million_deliveries=0.20,
+                latency_us={"p50": 10, "p99": 30, "p999": 40}),
+            run("roomcast", "fanout", 2, deliveries_per_s=3.0e6, server_cpu_s_per_million_deliveries=0.90,
+                latency_us={"p50": 20, "p99": 90, "p999": 99}),
+            run("roomcast", "fanout", 3, deliveries_per_s=4.5e6, server_cpu_s_per_million_deliveries=0.10,
+                latency_us={"p50": 15, "p99": 60, "p999": 70}),
+        ])
+        self.assertEqual(merged["rounds"], 3)
+        self.assertEqual(merged["deliveries_per_s"], 4.5e6)  # the mean would be 4.17 M
+        self.assertEqual(merged["server_cpu_s_per_million_deliveries"], 0.20)  # the mean would be 0.40
+        self.assertEqual(merged["latency_us"], {"p50": 15, "p99": 60, "p999": 70})
+
+    def test_an_even_number_of_rounds_averages_the_middle_two(self):
+        merged = race_report.merge_rounds([
+            run("bun", "connections", 1, server_rss_per_connection_bytes=1300.0, connects_per_s=20000.0),
+            run("bun", "connections", 2, server_rss_per_connection_bytes=1400.0, connects_per_s=26000.0),
+        ])
+        self.assertEqual(merged["server_rss_per_connection_bytes"], 1350.0)
+        self.assertEqual(merged["connects_per_s"], 23000.0)
+
+    def test_one_lossy_or_saturated_round_marks_the_row(self):
+        merged = race_report.merge_rounds([
+            run("roomcast", "rooms", 1, deliveries_per_s=3e6),
+            dict(run("roomcast", "rooms", 2, deliveries_per_s=3e6), lossless=False, generator_saturated=True),
+            run("roomcast", "rooms", 3, deliveries_per_s=3e6),
+        ])
+        self.assertFalse(merged["lossless"])
+        self.assertTrue(merged["generator_saturated"])
+
+    def test_connect_errors_are_added_up(self):
+        merged = race_report.merge_rounds([
+            run("roomcast", "connections", 1, connect_errors={"timeout": 2}),
+            run("roomcast", "connections", 2, connect_errors={"timeout": 1, "refused": 4}),
+        ])
+        self.assertEqual(merged["connect_errors"], {"timeout": 3, "refused": 4})
+
+
+class TheReport(unittest.TestCase):
+    def test_a_three_round_race_shows_medians_and_says_so(self):
+        rows = []
+        for round_, (ours, theirs) in enumerate([(5.0e6, 3.0e6), (4.0e6, 3.5e6), (6.0e6, 2.0e6)], start=1):
+            rows.append(run("roomcast", "fanout", round_, deliveries_per_s=ours))
+            rows.append(run("bun", "fanout", round_, deliveries_per_s=theirs))
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+            f.write("\n".join(json.dumps(r) for r in rows))
+        try:
+            out = io.StringIO()
+            with redirect_stdout(out):
+                race_report.main(f.name)
+            report = out.getvalue()
+        finally:
+            os.unlink(f.name)
+        self.assertIn("median of 3 rounds", report)
+        # roomcast's median 5.0 M against Bun's 3.0 M: 1.67x.
+        self.assertIn("| roomcast | 5,000,000 | 1.67 |", report)
+        self.assertIn("| fan-out deliveries/s vs Bun | ≥ 1.5× | 1.67 | yes |", report)
+
+
+if __name__ == "__main__":
+    unittest.main()
