@@ -73,7 +73,7 @@ fn invalid_settings_fail_with_a_message_that_names_them() {
 fn environment_variables_sit_between_flags_and_the_file() {
     let file = write_file(
         "env.toml",
-        "listen = \"127.0.0.1:0\"\nworkers = 3\npin_cores = false\n",
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nworkers = 3\npin_cores = false\n",
     );
     let started = |extra_args: &[&str], env_workers: Option<&str>| -> String {
         let mut command = roomcast();

@@ -23,8 +23,11 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Binds `count` listeners on `addr`. With port 0, the first picks the port
-/// and the others join it.
+/// and the others join it. A fixed port must be free (see [`ensure_free`]).
 pub(crate) fn bind_all(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    if addr.port() != 0 {
+        ensure_free(addr)?;
+    }
     let first = bind(addr)?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
@@ -32,6 +35,28 @@ pub(crate) fn bind_all(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpList
         listeners.push(bind(addr)?);
     }
     Ok(listeners)
+}
+
+/// Fails when anything listens on `addr` already. `SO_REUSEPORT` lets every
+/// socket of the same user join a port, so a second node started on the
+/// same port (a stale one, a deploy's typo) would otherwise start without
+/// an error and take a share of the first one's connections. A bind
+/// without `SO_REUSEPORT` conflicts with any listener; with
+/// `SO_REUSEADDR`, it does not conflict with connections in `TIME_WAIT`
+/// from a node just stopped. The probe is closed before the real
+/// listeners bind.
+fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe
+        .bind(&addr.into())
+        .map_err(|error| match error.kind() {
+            io::ErrorKind::AddrInUse => io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "address already in use: another process listens on it",
+            ),
+            _ => error,
+        })
 }
 
 /// Accepts connections on one core until its drain begins, and serves each
