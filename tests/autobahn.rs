@@ -39,7 +39,8 @@ fn the_autobahn_cases_pass_against_the_echo_endpoint() {
     println!("{stdout}");
     assert!(
         output.status.success(),
-        "Autobahn cases failed:\n{stdout}{}",
+        "Autobahn cases failed ({}):\n{stdout}{}",
+        output.status,
         String::from_utf8_lossy(&output.stderr)
     );
 }

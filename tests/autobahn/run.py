@@ -11,6 +11,7 @@ differ from EXPECTED.json are reported. With --write, EXPECTED.json is
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -55,9 +56,15 @@ async def main(url, expected_path, write):
     for case in sorted(set(seen) & set(expected)):
         if seen[case] != expected[case]:
             print(f"autobahn: note: case {case}: expected {expected[case]}, got {seen[case]}")
-    if bad or missing:
-        sys.exit(1)
+    return 1 if bad or missing else 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], "--write" in sys.argv[3:]))
+    code = asyncio.run(main(sys.argv[1], sys.argv[2], "--write" in sys.argv[3:]))
+    # The verdicts are in. Leave without the interpreter's finalization:
+    # under load, kosoku's native part sometimes aborts there (SIGABRT, no
+    # message, after every case ran and was checked), which failed the run
+    # for nothing about the server.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
