@@ -16,6 +16,15 @@ fn free_port() -> u16 {
     probe.local_addr().expect("its address").port()
 }
 
+/// The test configuration, listening on `port` with `workers` cores.
+fn on_port(port: u16, workers: usize) -> Config {
+    Config {
+        listen: format!("127.0.0.1:{port}").parse().expect("an address"),
+        workers,
+        ..config()
+    }
+}
+
 /// A core that cannot start (its runtime or listener fails) used to be only
 /// logged: the node ran on without it, and publications to rooms homed
 /// there vanished with no reply. Now the start fails, naming the core, and
@@ -24,12 +33,7 @@ fn free_port() -> u16 {
 #[test]
 fn a_node_whose_core_cannot_start_does_not_start_at_all() {
     let port = free_port();
-    let config = Config {
-        listen: format!("127.0.0.1:{port}").parse().expect("an address"),
-        workers: 2,
-        ..config()
-    };
-    let started = roomcast::hooks::start_failing_core(config, 1);
+    let started = roomcast::hooks::start_failing_core(on_port(port, 2), 1);
     match started {
         Err(StartError::Core { core: 1, reason }) => {
             assert!(!reason.is_empty(), "the error says why");
@@ -55,13 +59,8 @@ fn a_node_whose_core_cannot_start_does_not_start_at_all() {
 #[test]
 fn a_second_node_on_a_port_in_use_refuses_to_start() {
     let port = free_port();
-    let on_port = || Config {
-        listen: format!("127.0.0.1:{port}").parse().expect("an address"),
-        workers: 2,
-        ..config()
-    };
-    let first = roomcast::Server::start(on_port()).expect("the first node starts");
-    let second = roomcast::Server::start(on_port());
+    let first = roomcast::Server::start(on_port(port, 2)).expect("the first node starts");
+    let second = roomcast::Server::start(on_port(port, 2));
     match second {
         Err(StartError::Bind { source, .. }) => {
             assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
@@ -91,12 +90,7 @@ fn a_second_node_on_a_port_in_use_refuses_to_start() {
 #[test]
 fn a_node_can_restart_on_the_port_it_just_left() {
     let port = free_port();
-    let on_port = || Config {
-        listen: format!("127.0.0.1:{port}").parse().expect("an address"),
-        workers: 1,
-        ..config()
-    };
-    let first = roomcast::Server::start(on_port()).expect("the first node starts");
+    let first = roomcast::Server::start(on_port(port, 1)).expect("the first node starts");
     // A connection the server's side closes first leaves that side in
     // TIME_WAIT, on the node's port, once the client closes too. An answered
     // request makes sure the node has accepted it (a connection still in
@@ -116,7 +110,8 @@ fn a_node_can_restart_on_the_port_it_just_left() {
     let read = std::io::Read::read_to_end(&mut client, &mut rest);
     assert!(read.is_ok(), "the node closed its side first: {read:?}");
     drop(client);
-    let again = roomcast::Server::start(on_port()).expect("a node starts on the port just left");
+    let again =
+        roomcast::Server::start(on_port(port, 1)).expect("a node starts on the port just left");
     again.shutdown();
     again.join();
 }

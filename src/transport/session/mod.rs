@@ -341,12 +341,12 @@ fn peer_close_code_allowed(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// The answer to a peer's close frame.
+/// The answer to a peer's close frame (at most 125 bytes: the frame
+/// reader refuses a longer one).
 fn close_frame(payload: &[u8]) -> ReadEnd {
     match payload.len() {
         0 => ReadEnd::PeerClosed(close_code::NORMAL),
         1 => violation(close_code::PROTOCOL_ERROR, "close frame of one byte").into(),
-        126.. => violation(close_code::PROTOCOL_ERROR, "control frame too long").into(),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
             if !peer_close_code_allowed(code) {
@@ -408,23 +408,13 @@ impl Session {
             }
             OpCode::Text => DataFrame::Text,
             OpCode::Continuation => DataFrame::Continuation,
+            // Control frames come whole and at most 125 bytes long: the
+            // frame reader refuses any other from its header.
             OpCode::Ping => {
-                if frame.payload.len() > 125 {
-                    return Err(
-                        violation(close_code::PROTOCOL_ERROR, "control frame too long").into(),
-                    );
-                }
                 self.member.outbound().pong(&frame.payload);
                 return Ok(None);
             }
-            OpCode::Pong => {
-                if frame.payload.len() > 125 {
-                    return Err(
-                        violation(close_code::PROTOCOL_ERROR, "control frame too long").into(),
-                    );
-                }
-                return Ok(None);
-            }
+            OpCode::Pong => return Ok(None),
             OpCode::Close => return Err(close_frame(&frame.payload)),
         };
         match self.reassembly.frame(kind, frame.fin, frame.payload)? {
