@@ -38,7 +38,18 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(roomcast::run(config, shutdown_signal())) {
+    let outcome = runtime.block_on(async {
+        // Installed before the node starts: once the "listening" line is
+        // out, a SIGTERM drains the node. Installed lazily (on the future's
+        // first poll, after that line), a SIGTERM sent at once killed the
+        // process without a close frame to anyone.
+        let shutdown = shutdown_signal()
+            .map_err(|error| format!("cannot install the signal handlers: {error}"))?;
+        roomcast::run(config, shutdown)
+            .await
+            .map_err(|error| error.to_string())
+    });
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("roomcast: {error}");
@@ -47,25 +58,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Installs the SIGINT and SIGTERM handlers now (inside the runtime); the
+/// future resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
