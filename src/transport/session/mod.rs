@@ -11,6 +11,7 @@ mod frames;
 pub(crate) mod heartbeat;
 mod limiter;
 mod reassembly;
+mod send;
 mod writer;
 
 use std::future::{poll_fn, Future};
@@ -144,7 +145,8 @@ trait Transport {
 /// owned halves would cost an allocation (an `Arc`) per connection.
 impl Transport for TcpStream {
     fn halves(&mut self) -> (impl AsyncRead + Unpin + '_, impl AsyncWrite + Unpin + '_) {
-        self.split()
+        let (read, write) = self.split();
+        (read, send::SendHalf(write))
     }
 }
 
