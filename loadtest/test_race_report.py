@@ -56,6 +56,35 @@ class MergingRounds(unittest.TestCase):
         self.assertEqual(merged["connect_errors"], {"timeout": 3, "refused": 4})
 
 
+class PairingRounds(unittest.TestCase):
+    def runs(self, rows):
+        grouped = {}
+        for r in rows:
+            grouped.setdefault((r["server"], r["race_scenario"]), []).append(r)
+        return grouped
+
+    def test_servers_are_compared_within_each_round(self):
+        runs = self.runs([
+            run("roomcast", "fanout", 2, deliveries_per_s=3.0e6),
+            run("bun", "fanout", 1, deliveries_per_s=4.0e6),
+            run("roomcast", "fanout", 1, deliveries_per_s=6.0e6),
+            run("bun", "fanout", 2, deliveries_per_s=1.5e6),
+        ])
+        ratios = race_report.round_ratios(runs, "roomcast", "bun", "fanout", lambda r: r["deliveries_per_s"])
+        self.assertEqual(ratios, [1.5, 2.0])
+
+    def test_a_lossy_round_and_a_round_one_server_missed_are_left_out(self):
+        runs = self.runs([
+            run("roomcast", "rooms", 1, deliveries_per_s=3.0e6),
+            run("bun", "rooms", 1, deliveries_per_s=1.0e6),
+            dict(run("roomcast", "rooms", 2, deliveries_per_s=9.0e6), lossless=False),
+            run("bun", "rooms", 2, deliveries_per_s=1.0e6),
+            run("roomcast", "rooms", 3, deliveries_per_s=2.0e6),
+        ])
+        ratios = race_report.round_ratios(runs, "roomcast", "bun", "rooms", lambda r: r["deliveries_per_s"])
+        self.assertEqual(ratios, [3.0])
+
+
 class TheReport(unittest.TestCase):
     def test_a_three_round_race_shows_medians_and_says_so(self):
         rows = []
@@ -74,7 +103,9 @@ class TheReport(unittest.TestCase):
         self.assertIn("median of 3 rounds", report)
         # roomcast's median 5.0 M against Bun's 3.0 M: 1.67x.
         self.assertIn("| roomcast | 5,000,000 | 1.67 |", report)
-        self.assertIn("| fan-out deliveries/s vs Bun | ≥ 1.5× | 1.67 | yes |", report)
+        # Round by round: 5/3, 4/3.5, 6/2.
+        self.assertIn("| fan-out deliveries/s vs Bun | ≥ 1.5× | 1.67 | 1.67 / 1.14 / 3.00 (median 1.67) | yes |",
+                      report)
 
 
 if __name__ == "__main__":
