@@ -356,9 +356,13 @@ mod tests {
         }
     }
 
+    fn queue(policy: SlowConsumerPolicy) -> Outbound {
+        Outbound::new(limits(policy), CoreStats::detached())
+    }
+
     #[test]
     fn close_policy_discards_the_queue_and_schedules_1013() {
-        let out = Outbound::new(limits(SlowConsumerPolicy::Close), CoreStats::detached());
+        let out = queue(SlowConsumerPolicy::Close);
         let now = Instant::now();
         for _ in 0..10 {
             assert_eq!(out.push(Bytes::from(vec![0; 100]), now), Pushed::Queued);
@@ -371,10 +375,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_the_newest_within_the_bound() {
-        let out = Outbound::new(
-            limits(SlowConsumerPolicy::DropOldest),
-            CoreStats::detached(),
-        );
+        let out = queue(SlowConsumerPolicy::DropOldest);
         let now = Instant::now();
         for i in 0..10u8 {
             out.push(Bytes::from(vec![i; 100]), now);
@@ -392,7 +393,7 @@ mod tests {
 
     #[test]
     fn taken_bytes_count_until_written() {
-        let out = Outbound::new(limits(SlowConsumerPolicy::Close), CoreStats::detached());
+        let out = queue(SlowConsumerPolicy::Close);
         let now = Instant::now();
         out.push(Bytes::from(vec![0; 600]), now);
         let mut batch = Vec::new();
@@ -403,10 +404,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_never_drops_a_reply_and_closes_when_only_replies_are_left() {
-        let out = Outbound::new(
-            limits(SlowConsumerPolicy::DropOldest),
-            CoreStats::detached(),
-        );
+        let out = queue(SlowConsumerPolicy::DropOldest);
         let now = Instant::now();
         out.reply(Bytes::from(vec![1; 400]), now);
         out.push(Bytes::from(vec![2; 400]), now);
@@ -421,10 +419,7 @@ mod tests {
             (1, 3),
             "the reply survives, the oldest delivery goes"
         );
-        let out = Outbound::new(
-            limits(SlowConsumerPolicy::DropOldest),
-            CoreStats::detached(),
-        );
+        let out = queue(SlowConsumerPolicy::DropOldest);
         out.reply(Bytes::from(vec![1; 600]), now);
         assert_eq!(
             out.reply(Bytes::from(vec![1; 600]), now),
@@ -434,10 +429,7 @@ mod tests {
 
     #[test]
     fn a_message_older_than_max_age_makes_the_queue_full() {
-        let out = Outbound::new(
-            limits(SlowConsumerPolicy::DropOldest),
-            CoreStats::detached(),
-        );
+        let out = queue(SlowConsumerPolicy::DropOldest);
         let start = Instant::now();
         out.push(Bytes::from_static(b"old"), start);
         let later = start + Duration::from_secs(11);
@@ -450,10 +442,7 @@ mod tests {
 
     #[test]
     fn the_age_limit_follows_the_oldest_frame_still_queued() {
-        let out = Outbound::new(
-            limits(SlowConsumerPolicy::DropOldest),
-            CoreStats::detached(),
-        );
+        let out = queue(SlowConsumerPolicy::DropOldest);
         let start = Instant::now();
         let at = |secs| start + Duration::from_secs(secs);
         out.push(Bytes::from_static(b"first"), at(0));
