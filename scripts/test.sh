@@ -179,12 +179,12 @@ step "Testing"
 run cargo test --workspace --all-targets
 run cargo test --workspace --doc
 
-# The client libraries against the binary the tests above built (each
-# script installs its own packages: pip for Python, npm ci and Debian's
-# chromium for the TypeScript client's browser tests).
 step "Testing the race report (loadtest/race_report.py)"
 run python3 -m unittest discover -s loadtest -p 'test_*.py'
 
+# The client libraries against the binary the tests above built (each
+# script installs its own packages: pip for Python, npm ci and Debian's
+# chromium for the TypeScript client's browser tests).
 step "Testing the Python client (clients/python)"
 run env ROOMCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/roomcast" clients/python/test.sh
 

@@ -17,20 +17,23 @@ use tokio::net::tcp::WriteHalf;
 /// Writes to a socket its reader reads at the same time (both borrow it).
 pub(super) struct SendHalf<'a>(pub(super) WriteHalf<'a>);
 
+/// Flags of every send: a peer that has gone is an error of the write,
+/// never a signal to the process.
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+
 impl SendHalf<'_> {
-    /// Sends once the socket takes bytes; `MSG_NOSIGNAL`: a peer that has
-    /// gone is an error of this write, never a signal to the process.
+    /// Sends once the socket takes bytes.
     fn poll_send(
         &self,
         cx: &mut Context<'_>,
-        send: impl Fn(&SockRef<'_>, libc::c_int) -> io::Result<usize>,
+        send: impl Fn(&SockRef<'_>) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
         let stream = self.0.as_ref();
         let socket = SockRef::from(stream);
         loop {
             ready!(stream.poll_write_ready(cx))?;
             // A `WouldBlock` clears the readiness, so the next poll waits.
-            match stream.try_io(Interest::WRITABLE, || send(&socket, libc::MSG_NOSIGNAL)) {
+            match stream.try_io(Interest::WRITABLE, || send(&socket)) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                 result => return Poll::Ready(result),
             }
@@ -44,7 +47,7 @@ impl AsyncWrite for SendHalf<'_> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_send(cx, |socket, flags| socket.send_with_flags(buf, flags))
+        self.poll_send(cx, |socket| socket.send_with_flags(buf, SEND_FLAGS))
     }
 
     fn poll_write_vectored(
@@ -55,9 +58,9 @@ impl AsyncWrite for SendHalf<'_> {
         // One slice (a lone frame, the common case at low rates): `send`,
         // which copies no `msghdr` and no iovec in.
         match bufs {
-            [one] => self.poll_send(cx, |socket, flags| socket.send_with_flags(one, flags)),
-            _ => self.poll_send(cx, |socket, flags| {
-                socket.send_vectored_with_flags(bufs, flags)
+            [one] => self.poll_send(cx, |socket| socket.send_with_flags(one, SEND_FLAGS)),
+            _ => self.poll_send(cx, |socket| {
+                socket.send_vectored_with_flags(bufs, SEND_FLAGS)
             }),
         }
     }
