@@ -10,6 +10,10 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# One full build, not an edit loop: incremental state would only add ~1.5 GB
+# of disk (set CARGO_INCREMENTAL=1 to keep it).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 step() {
     echo
     echo "==> $*"
