@@ -241,6 +241,8 @@ settings! {
     pin_cores: bool = true, env "ROOMCAST_PIN_CORES", parse parse_bool, shown "true";
     /// HTTP path of the WebSocket endpoint; other paths get 404.
     path: String = "/ws".to_owned(), env "ROOMCAST_PATH", parse parse_path, shown "/ws";
+    /// Time the kernel holds a new connection that has sent nothing before a core accepts it (Linux's TCP_DEFER_ACCEPT; 0s: off). Clients speak first, so a core wakes once per connection, not twice.
+    tcp_defer_accept: Duration = Duration::from_secs(1), env "ROOMCAST_TCP_DEFER_ACCEPT", parse parse_duration, shown "1s";
     /// Time a client has to finish the HTTP upgrade before it is dropped.
     handshake_timeout: Duration = Duration::from_secs(10), env "ROOMCAST_HANDSHAKE_TIMEOUT", parse parse_duration, shown "10s";
     /// Concurrent WebSocket connections per node; past it, upgrades get 503.

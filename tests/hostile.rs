@@ -57,6 +57,8 @@ const MAX_MESSAGE: usize = 16 * 1024;
 const MAX_FRAGMENTS: usize = 8;
 const MAX_ROOMS: usize = 4;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A connection that never speaks reaches a core only after this.
+const TCP_DEFER_ACCEPT: Duration = Duration::from_secs(1);
 /// Per connection. The well-behaved publisher (two publishes per attack,
 /// fewer than the burst in all) stays under it; a flood trips it at once.
 const PUBLISH_RATE: u32 = 100;
@@ -79,6 +81,7 @@ fn hostile_config() -> Config {
         max_fragments: MAX_FRAGMENTS,
         max_rooms_per_connection: MAX_ROOMS,
         handshake_timeout: HANDSHAKE_TIMEOUT,
+        tcp_defer_accept: TCP_DEFER_ACCEPT,
         publish_rate: PUBLISH_RATE,
         publish_burst: PUBLISH_BURST,
         rate_limit_close_after: RATE_LIMIT_CLOSE_AFTER,
@@ -273,6 +276,9 @@ enum Answer {
     StatusOrDropped(u16),
     /// Dropped at the handshake timeout (a bare close, or hyper's 408), never an upgrade.
     CutAtHandshakeTimeout,
+    /// Held by the kernel until `tcp_defer_accept` ends, then dropped at the
+    /// handshake timeout.
+    CutAfterDeferral,
     /// A pong with the latest ping's payload, pongs in order and never more
     /// than pings, and the connection keeps working.
     LatestPingAnswered,
@@ -337,6 +343,17 @@ fn fits(answer: Answer, observed: &Observed) -> bool {
                 after_ms,
             },
         ) => *after_ms >= cut * 9 / 10 && *after_ms <= cut + 2000,
+        (Answer::CutAfterDeferral, Observed::Dropped { after_ms })
+        | (
+            Answer::CutAfterDeferral,
+            Observed::Http {
+                status: 408,
+                after_ms,
+            },
+        ) => {
+            let cut = cut + TCP_DEFER_ACCEPT.as_millis();
+            *after_ms >= cut * 9 / 10 && *after_ms <= cut + 2000
+        }
         (Answer::CutAtHandshakeTimeout, Observed::KeptAlive { statuses, after_ms }) => {
             !statuses.is_empty()
                 && statuses.iter().all(|s| *s == 401)
@@ -1062,7 +1079,7 @@ fn rows(attacker: &str, bad: &BadTokens) -> Vec<Row> {
         row(
             "idle connection: nothing sent",
             Send::Idle,
-            Answer::CutAtHandshakeTimeout,
+            Answer::CutAfterDeferral,
         ),
         row(
             "keep-alive: a refused handshake every 100 ms on one connection",

@@ -6,7 +6,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::broker::{config, Broker};
@@ -20,6 +20,8 @@ use roomcast::config::RoomRules;
 use roomcast::protocol::{ClientOp, Codec, ErrorCode, Outcome, ServerEvent};
 use roomcast::Config;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const SECRET: &str = "test-secret-with-enough-entropy";
 
@@ -289,6 +291,13 @@ async fn one_address_cannot_take_more_than_its_share() {
     assert!(answers.iter().any(|a| a.contains("429")), "{answers:?}");
 }
 
+/// A slowloris client: connected, the start of a request sent, and no more.
+async fn slowloris(broker: &Broker) -> TcpStream {
+    let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+    stream.write_all(b"GET /ws HTTP/1.1\r\n").await.unwrap();
+    stream
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshakes_in_progress_are_capped_and_slow_ones_cut() {
     let broker = Broker::start_with(Config {
@@ -296,9 +305,8 @@ async fn handshakes_in_progress_are_capped_and_slow_ones_cut() {
         handshake_timeout: Duration::from_millis(500),
         ..config()
     });
-    // Two slowloris connections: connected, nothing sent.
-    let idle_a = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
-    let idle_b = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    let idle_a = slowloris(&broker).await;
+    let idle_b = slowloris(&broker).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let answer = http_request(broker.addr, handshake("/ws", "").as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
@@ -307,6 +315,56 @@ async fn handshakes_in_progress_are_capped_and_slow_ones_cut() {
     assert!(status(&broker, "/ws", "").await.contains("101"));
     drop((idle_a, idle_b));
     assert_eq!(broker.server().stats().handshakes_over_capacity, 1);
+}
+
+/// Waits for the server to end a connection that never spoke; how long
+/// that took. An answer, if any, may only be hyper's 408.
+async fn dropped_after(mut stream: TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("a silent connection is dropped within 10 s");
+    if let Ok(n) = read {
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    started.elapsed()
+}
+
+/// A connection that says nothing waits in the kernel for `tcp_defer_accept`
+/// (Linux's TCP_DEFER_ACCEPT), not in a core: meanwhile it holds no
+/// handshake place and costs no core a wake-up. It is still dropped: the
+/// kernel hands it over when the deferral ends, and `handshake_timeout`
+/// runs from there. With `0s`, every connection reaches a core at once.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_waits_in_the_kernel_and_is_still_dropped() {
+    let deferring = Broker::start_with(Config {
+        max_handshakes_in_progress: 1,
+        handshake_timeout: Duration::from_millis(500),
+        tcp_defer_accept: Duration::from_secs(1),
+        ..config()
+    });
+    let silent = TcpStream::connect(deferring.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(status(&deferring, "/ws", "").await.contains("101"));
+    let lived = dropped_after(silent).await;
+    assert!(lived >= Duration::from_millis(1200), "{lived:?}");
+    assert_eq!(deferring.server().stats().handshakes_over_capacity, 0);
+
+    let eager = Broker::start_with(Config {
+        max_handshakes_in_progress: 1,
+        handshake_timeout: Duration::from_millis(500),
+        tcp_defer_accept: Duration::ZERO,
+        ..config()
+    });
+    let silent = TcpStream::connect(eager.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(status(&eager, "/ws", "").await.contains("503"));
+    let lived = dropped_after(silent).await;
+    assert!(lived < Duration::from_millis(1000), "{lived:?}");
+    assert_eq!(eager.server().stats().handshakes_over_capacity, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::LocalSet;
@@ -83,12 +84,13 @@ impl Server {
             addr: config.listen,
             source,
         };
-        let listeners = listener::bind_all(config.listen, workers).map_err(bind_error)?;
+        let listeners = listener::bind_all(config.listen, workers, config.tcp_defer_accept)
+            .map_err(bind_error)?;
         let local_addr = listeners[0].local_addr().map_err(bind_error)?;
         let mut admin = match config.admin_addr() {
             Some(addr) => {
                 let admin_error = |source| StartError::AdminBind { addr, source };
-                let listener = listener::bind_all(addr, 1).map_err(admin_error)?;
+                let listener = listener::bind_all(addr, 1, Duration::ZERO).map_err(admin_error)?;
                 listener.into_iter().next()
             }
             None => None,
