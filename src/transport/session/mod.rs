@@ -48,7 +48,7 @@ use limiter::PublishLimiter;
 use reassembly::{violation, DataFrame, Reassembly, Violation};
 use writer::write_loop;
 
-#[cfg(feature = "test-hooks")]
+#[cfg(any(test, feature = "test-hooks"))]
 pub(crate) use writer::write_all;
 
 /// How the read side ended.

@@ -75,7 +75,7 @@ pub(super) fn write_loop<'a, W: AsyncWrite + Unpin>(
 
 /// Writes every frame of `batch` with as few vectored writes as the socket
 /// allows. (The test hooks' way in to the writer's vectored write.)
-#[cfg(feature = "test-hooks")]
+#[cfg(any(test, feature = "test-hooks"))]
 pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
     socket: &mut W,
     batch: &[LocalFrame],
@@ -102,8 +102,11 @@ fn poll_write_batch<W: AsyncWrite + Unpin>(
     progress: &mut Progress,
 ) -> Poll<io::Result<()>> {
     while progress.first < batch.len() {
+        // At most a batch's worth of slices per write: a longer list than
+        // `IOV_MAX` fails the whole write (EMSGSIZE).
         let slices: Vec<IoSlice<'_>> = std::iter::once(&batch[progress.first][progress.offset..])
             .chain(batch[progress.first + 1..].iter().map(|frame| &frame[..]))
+            .take(WRITE_BATCH_FRAMES)
             .map(IoSlice::new)
             .collect();
         let mut n = ready!(Pin::new(&mut *socket).poll_write_vectored(cx, &slices))?;
