@@ -123,6 +123,26 @@ class TheReport(unittest.TestCase):
         self.assertIn("| fan-out deliveries/s vs Bun | ≥ 1.5× | 1.67 | 1.33 / 1.67 / 1.38 (median 1.38) "
                       "| no (by the medians only) |", text)
 
+    def test_connects_are_also_compared_by_what_a_connect_costs_each_server(self):
+        # The generator sets the rate (22 k against 21 k); the server's own
+        # CPU per connection, measured while connecting, is the fair figure.
+        rows = []
+        for round_, (ours, theirs) in enumerate([(26.0, 28.6), (27.0, 27.0), (25.0, 30.0)], start=1):
+            rows.append(run("roomcast", "connections", round_, connects_per_s=22000.0,
+                            connections_open=19000, connections_requested=19000,
+                            server_cpu_seconds=5.0, server_cpu_us_per_connect=ours,
+                            connecting_generator_cpu_util=0.85))
+            rows.append(run("bun", "connections", round_, connects_per_s=21000.0,
+                            connections_open=19000, connections_requested=19000,
+                            server_cpu_seconds=5.0, server_cpu_us_per_connect=theirs,
+                            connecting_generator_cpu_util=0.80))
+        text = report(rows)
+        # Per connection: the connect-phase figure, not 5 s over 19,000.
+        self.assertIn("| roomcast | 19,000 of 19,000 | — | 22,000 | 26.0 | 0.85 | {} |", text)
+        # Medians 28.6 / 26.0 = 1.10; rounds 1.10, 1.00, 1.20.
+        self.assertIn("| connects: server CPU per connection, Bun ÷ roomcast | ≥ 1× (when the generator is "
+                      "the ceiling) | 1.10 | 1.10 / 1.00 / 1.20 (median 1.10) | yes |", text)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -51,6 +51,9 @@ pub(crate) struct ConnectionsOutcome {
     pub(crate) rss_after_kib: Option<u64>,
     /// CPU at the start of connecting and at the end of the hold.
     pub(crate) cpu: (CpuSnapshot, CpuSnapshot),
+    /// CPU once every connection was open (or had failed): with the first
+    /// snapshot, what connecting alone cost each side.
+    pub(crate) cpu_connected: CpuSnapshot,
     pub(crate) wall: Duration,
     pub(crate) open_file_limit: Option<u64>,
 }
@@ -98,6 +101,7 @@ pub(crate) fn run(
         }
     }
     let connect_time = began.elapsed();
+    let cpu_connected = CpuSnapshot::take(plan.server_pid);
     eprintln!(
         "roomcast-load: opened {opened} of {} connections in {:.2} s; holding for {:?}",
         plan.connections,
@@ -124,6 +128,7 @@ pub(crate) fn run(
         rss_before_kib,
         rss_after_kib,
         cpu: (cpu_before, cpu_after),
+        cpu_connected,
         wall,
         open_file_limit,
     })

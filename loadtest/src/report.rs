@@ -374,6 +374,13 @@ pub(crate) struct ConnectionsReport {
     server_rss_before_kib: Option<u64>,
     server_rss_after_kib: Option<u64>,
     server_rss_per_connection_bytes: Option<f64>,
+    /// The generator's CPU while connecting, per wall-second and thread:
+    /// near 1, the connect rate is the generator's, and servers compare by
+    /// `server_cpu_us_per_connect` instead.
+    connecting_generator_cpu_util: f64,
+    /// The server's CPU while connecting, per connection opened: what a
+    /// connect costs it, without the hold.
+    server_cpu_us_per_connect: Option<f64>,
     #[serde(flatten)]
     cpu: CpuFigures,
 }
@@ -424,6 +431,22 @@ impl ConnectionsReport {
             server_rss_before_kib: o.rss_before_kib,
             server_rss_after_kib: o.rss_after_kib,
             server_rss_per_connection_bytes: per_connection,
+            connecting_generator_cpu_util: round(
+                o.cpu_connected
+                    .own
+                    .saturating_sub(o.cpu.0.own)
+                    .as_secs_f64()
+                    / o.connect_time.as_secs_f64().max(1e-9)
+                    / plan.threads.max(1) as f64,
+                3,
+            ),
+            server_cpu_us_per_connect: match (o.cpu.0.server, o.cpu_connected.server) {
+                (Some(before), Some(after)) if o.opened > 0 => Some(round(
+                    after.saturating_sub(before).as_secs_f64() * 1e6 / o.opened as f64,
+                    1,
+                )),
+                _ => None,
+            },
             cpu: CpuFigures::new(&o.cpu, o.wall, plan.threads),
         }
     }
@@ -452,6 +475,16 @@ impl ConnectionsReport {
         for (error, n) in &self.connect_errors {
             let _ = writeln!(t, "  {:<22} {} x {error}", "connect error", group(*n));
         }
+        let _ = writeln!(
+            t,
+            "  {:<22} generator {:.0}% busy{}",
+            "while connecting",
+            self.connecting_generator_cpu_util * 100.0,
+            match self.server_cpu_us_per_connect {
+                Some(us) => format!(", server {us:.1} µs of CPU per connection"),
+                None => String::new(),
+            }
+        );
         let _ = writeln!(
             t,
             "  {:<22} {:.1} s, {} ended by the server",
@@ -590,6 +623,48 @@ mod tests {
         assert_eq!(group(999), "999");
         assert_eq!(group(1000), "1,000");
         assert_eq!(group(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn connecting_is_measured_apart_from_the_hold() {
+        use crate::cli::{Args, Plan};
+        use clap::Parser;
+        let args = Args::try_parse_from([
+            "roomcast-load",
+            "connections",
+            "--connections",
+            "1000",
+            "--threads",
+            "2",
+        ])
+        .unwrap();
+        let Ok(Plan::Connections(plan)) = args.plan() else {
+            panic!("a connections plan");
+        };
+        let snapshot = |own_ms, server_ms| CpuSnapshot {
+            own: Duration::from_millis(own_ms),
+            own_wait: None,
+            server: Some(Duration::from_millis(server_ms)),
+            server_wait: None,
+        };
+        let outcome = ConnectionsOutcome {
+            plan,
+            opened: 1000,
+            errors: BTreeMap::new(),
+            connect_time: Duration::from_millis(500),
+            closed_during_hold: 0,
+            rss_before_kib: None,
+            rss_after_kib: None,
+            // Connecting: 0.8 s of the generator's CPU in 0.5 s on 2 threads,
+            // 28 ms of the server's; the hold adds to both.
+            cpu: (snapshot(1_000, 10_000), snapshot(2_500, 10_500)),
+            cpu_connected: snapshot(1_800, 10_028),
+            wall: Duration::from_secs(6),
+            open_file_limit: None,
+        };
+        let report = ConnectionsReport::new(&outcome);
+        assert_eq!(report.connecting_generator_cpu_util, 0.8);
+        assert_eq!(report.server_cpu_us_per_connect, Some(28.0));
     }
 
     #[test]
