@@ -9,7 +9,10 @@
 # One machine's run-to-run noise is larger than some of the differences
 # measured, so the race runs ROUNDS rounds and the report shows medians.
 # In each round every server runs a scenario before the next scenario
-# starts, so the servers of one table row ran minutes apart at most.
+# starts, so the servers of one table row ran minutes apart at most; the
+# servers' order rotates from round to round, so that none always runs
+# first (the connect rate, for one, depends on what the run before left
+# behind on the machine).
 #
 # Environment: SERVERS (roomcast bun node-ws limit socketio), SCENARIOS
 # (fanout rooms latency connections), ROUNDS (3), DURATION (10s), SERVER_CPU (0),
@@ -75,9 +78,20 @@ print(json.dumps(result))
 PY
 }
 
+# The servers in round R's order: SERVERS rotated left by R - 1, so that no
+# server always runs first (or right after a given one) in every round.
+rotated() {
+    local round=$1
+    shift
+    local servers=("$@") n=$# i
+    for ((i = 0; i < n; i++)); do
+        echo "${servers[(i + round - 1) % n]}"
+    done
+}
+
 for round in $(seq "$ROUNDS"); do
     for scenario in $SCENARIOS; do
-        for server in $SERVERS; do
+        for server in $(rotated "$round" $SERVERS); do
             if [[ $server == socketio ]]; then
                 # Socket.IO speaks its own protocol: its own driver, fan-out only.
                 [[ $scenario == fanout ]] || continue
