@@ -125,13 +125,13 @@ pub(crate) const WRITE_BATCH_FRAMES: usize = 512;
 /// send buffer in one call, small enough to keep the heartbeat on time.
 pub(crate) const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
-/// A plain TCP write copies its leading frames of at most
-/// `SEND_COALESCE_FRAME_MAX` bytes each into one per-core buffer, up to
-/// `SEND_COALESCE_BYTES`, and sends that: the kernel copies one buffer
-/// in, where a vectored write of small frames paid its per-segment cost on
-/// every frame (`transport::session::send`).
-pub(crate) const SEND_COALESCE_FRAME_MAX: usize = 2048;
-pub(crate) const SEND_COALESCE_BYTES: usize = 64 * 1024;
+/// A write copies its leading frames of at most `WRITE_GATHER_FRAME_MAX`
+/// bytes each into one per-core buffer, up to `WRITE_GATHER_BYTES`, and
+/// writes that: the kernel copies one buffer in, where a vectored write of
+/// small frames paid its per-segment cost on every frame
+/// (`transport::session::writer`).
+pub(crate) const WRITE_GATHER_FRAME_MAX: usize = 2048;
+pub(crate) const WRITE_GATHER_BYTES: usize = 64 * 1024;
 
 /// Unsent answers to pings kept per connection. RFC 6455 lets a server
 /// answer only the latest ping, so a ping flood replaces the oldest and

@@ -408,6 +408,8 @@ impl ConnectionsReport {
             )),
             _ => None,
         };
+        // The same figures as for the whole run, over the connect phase.
+        let connecting = CpuFigures::new(&(o.cpu.0, o.cpu_connected), o.connect_time, plan.threads);
         ConnectionsReport {
             scenario: "connections",
             parameters: ConnectionsParameters {
@@ -431,22 +433,11 @@ impl ConnectionsReport {
             server_rss_before_kib: o.rss_before_kib,
             server_rss_after_kib: o.rss_after_kib,
             server_rss_per_connection_bytes: per_connection,
-            connecting_generator_cpu_util: round(
-                o.cpu_connected
-                    .own
-                    .saturating_sub(o.cpu.0.own)
-                    .as_secs_f64()
-                    / o.connect_time.as_secs_f64().max(1e-9)
-                    / plan.threads.max(1) as f64,
-                3,
-            ),
-            server_cpu_us_per_connect: match (o.cpu.0.server, o.cpu_connected.server) {
-                (Some(before), Some(after)) if o.opened > 0 => Some(round(
-                    after.saturating_sub(before).as_secs_f64() * 1e6 / o.opened as f64,
-                    1,
-                )),
-                _ => None,
-            },
+            connecting_generator_cpu_util: connecting.generator_cpu_util,
+            server_cpu_us_per_connect: connecting
+                .server_cpu_seconds
+                .filter(|_| o.opened > 0)
+                .map(|s| round(s * 1e6 / o.opened as f64, 1)),
             cpu: CpuFigures::new(&o.cpu, o.wall, plan.threads),
         }
     }
